@@ -1,0 +1,611 @@
+"""Entropy models of DiT-IC and the only place that touches the entropy coder (``constriction``).
+
+* ``EntropyBottleneck``: the factorized prior of Ballé et al. 2018 ("Variational image compression
+  with a scale hyperprior", §6.1) for the hyper-latent ``z``.
+* ``GaussianConditional``: ``y ~ N(mu, sigma)`` convolved with U(-1/2, 1/2), coded with one of 64
+  integer tables chosen by ``sigma`` (scale table 0.11..256, log-spaced).
+
+Parameter and buffer names and shapes follow the released checkpoint (CompressAI layout), so the
+release maps onto these modules key for key.
+
+Coding is exact and platform independent: integer CDF tables (16-bit) are built once on the CPU in
+float64 (``update()``) and travel with the weights; both sides build identical ``constriction``
+categorical models from them. Symbols outside a table's range take an escape symbol followed by
+their exact value (15-bit digits), so any finite integer round-trips.
+
+Index guard (bit-exact decoding across devices): the table index of a ``y`` symbol is a function of
+its scale, which the decoder recomputes with tiny float differences. Whenever the encoder's scale
+lies within ``index_margin`` (relative, log space) of a boundary between two table levels, the
+encoder signals that symbol's index in the stream; the decoder uses the signalled index there and
+its own elsewhere. On real data this costs a flag of ~1e-5 bits per ``encode()`` call.
+
+Each stream ends with a 16-bit check of the decoded values so a truncated or garbled stream raises
+``ChecksumError`` instead of yielding a silently wrong latent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zlib
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import constriction
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from codec.errors import ChecksumError, FormatError
+
+__all__ = [
+    "EntropyBottleneck",
+    "GaussianConditional",
+    "GaussianStreamEncoder",
+    "GaussianStreamDecoder",
+    "LowerBound",
+    "default_scale_table",
+]
+
+CDF_PRECISION = 16
+SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
+_DIGIT_BITS = 15  # escape values: 15 payload bits + 1 continuation bit per 16-bit symbol
+_MAX_DIGITS = 72  # 1080 bits: beyond any finite float64
+_GUARD_FLAG_PROBS = np.array([65535.0, 1.0])
+_queue = constriction.stream.queue
+_model = constriction.stream.model
+_UNIFORM16 = _model.Uniform(1 << 16)
+_GUARD_FLAG = _model.Categorical(_GUARD_FLAG_PROBS, perfect=False)
+
+
+def default_scale_table() -> Tensor:
+    """64 scales log-spaced from 0.11 to 256 (the release's table)."""
+    return torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS))
+
+
+class _LowerBoundFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, bound: Tensor) -> Tensor:
+        ctx.save_for_backward(x, bound)
+        return torch.max(x, bound.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        x, bound = ctx.saved_tensors
+        pass_through = (x >= bound) | (grad < 0)  # let gradients push values up off the bound
+        return pass_through.to(grad.dtype) * grad, None
+
+
+class LowerBound(nn.Module):
+    """``max(x, bound)`` whose gradient still flows when it would move ``x`` back above the bound."""
+
+    def __init__(self, bound: float) -> None:
+        super().__init__()
+        self.register_buffer("bound", torch.tensor([float(bound)]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _LowerBoundFn.apply(x, self.bound)
+
+
+# ----------------------------------------------------------------------------- integer tables
+
+
+def _quantized_cdf(pmf: np.ndarray, tail_mass: float) -> np.ndarray:
+    """pmf (n,) + tail mass -> CDF (n + 2,) in [0, 2^16], every bin (escape included) >= 1."""
+    total = 1 << CDF_PRECISION
+    p = np.append(np.clip(pmf, 0.0, None), max(tail_mass, 0.0))
+    freq = np.maximum(np.rint(p / p.sum() * total).astype(np.int64), 1)
+    while freq.sum() != total:  # take from / give to the largest bins that can afford it
+        excess = int(freq.sum() - total)
+        order = np.argsort(-freq, kind="stable")
+        step = np.sign(excess)
+        for k in order[: min(abs(excess), len(freq))]:
+            if freq[k] - step >= 1:
+                freq[k] -= step
+    return np.concatenate([[0], np.cumsum(freq)])
+
+
+def _pack_cdfs(rows: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    table = np.zeros((len(rows), width), dtype=np.int32)
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = r
+    return torch.from_numpy(table), torch.tensor([len(r) for r in rows], dtype=torch.int32)
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Coding view of the CDF buffers: one categorical model per row, escape = last symbol."""
+
+    models: tuple
+    offset: np.ndarray  # float64 (T,): value = symbol + offset
+    n_regular: np.ndarray  # int64 (T,): symbols 0..n_regular-1 are values, n_regular is the escape
+
+    @staticmethod
+    def build(cdf: Tensor, cdf_length: Tensor, offset: Tensor) -> _Tables:
+        cdf_np, lengths = cdf.cpu().numpy().astype(np.int64), cdf_length.cpu().numpy().astype(np.int64)
+        models = []
+        for row, n in zip(cdf_np, lengths, strict=True):
+            pmf = np.diff(row[:n]).astype(np.float64)
+            if n < 3 or (pmf <= 0).any():
+                raise ValueError(
+                    f"invalid quantized CDF row of length {n}; rebuild it with update(force=True)"
+                )
+            models.append(_model.Categorical(pmf, perfect=False))
+        return _Tables(tuple(models), offset.cpu().numpy().astype(np.float64), lengths - 2)
+
+
+class _TableCache:
+    """Caches ``_Tables`` keyed by the content of the buffers (they change on update/load)."""
+
+    def __init__(self) -> None:
+        self._key: bytes | None = None
+        self._tables: _Tables | None = None
+
+    def get(self, cdf: Tensor, cdf_length: Tensor, offset: Tensor) -> _Tables:
+        if offset.numel() == 0:
+            raise RuntimeError("entropy model tables are empty: run update() first")
+        h = hashlib.sha1()
+        for t in (cdf, cdf_length, offset):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        key = h.digest()
+        if key != self._key:
+            self._tables, self._key = _Tables.build(cdf, cdf_length, offset), key
+        return self._tables
+
+
+# ----------------------------------------------------------------------------- range coder
+
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+class _Writer:
+    """A range encoder plus a running check over every value it codes."""
+
+    def __init__(self) -> None:
+        self.enc = _queue.RangeEncoder()
+        self.crc = 0
+
+    def uints(self, values: list[int]) -> None:
+        digits = []
+        for u in values:
+            while u >> _DIGIT_BITS:
+                digits.append((u & ((1 << _DIGIT_BITS) - 1)) | (1 << _DIGIT_BITS))
+                u >>= _DIGIT_BITS
+            digits.append(u)
+        if digits:
+            self.enc.encode(np.asarray(digits, dtype=np.int32), _UNIFORM16)
+
+    def symbols(self, q: np.ndarray, idx: np.ndarray, tables: _Tables) -> None:
+        """Code integer values ``q`` (float64, flat) with table ``idx[i]`` each, grouped by table."""
+        q = q + 0.0  # -0.0 -> 0.0, as the decoder produces it
+        self.crc = zlib.crc32(q.astype("<f8").tobytes(), self.crc)
+        s = q - tables.offset[idx]
+        n_reg = tables.n_regular[idx]
+        regular = (s >= 0) & (s < n_reg)
+        sym = np.where(regular, s, n_reg).astype(np.int32)
+        order = np.argsort(idx, kind="stable")
+        starts = np.searchsorted(idx[order], np.arange(len(tables.models) + 1))
+        for t in np.flatnonzero(np.diff(starts)):
+            self.enc.encode(sym[order[starts[t] : starts[t + 1]]], tables.models[t])
+        self.uints([_zigzag(int(v)) for v in q[~regular]])
+
+    def finish(self) -> bytes:
+        self.enc.encode(np.array([self.crc & 0xFFFF], dtype=np.int32), _UNIFORM16)
+        return self.enc.get_compressed().astype("<u4").tobytes()
+
+
+class _Reader:
+    """Mirror of ``_Writer``; every coder failure becomes a ``FormatError``."""
+
+    def __init__(self, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"entropy-coded data must be bytes, got {type(data).__name__}")
+        if len(data) % 4:
+            raise FormatError(f"entropy-coded stream of {len(data)} bytes is not a whole number of words")
+        words = np.frombuffer(bytes(data), dtype="<u4").astype(np.uint32)
+        self.dec = _queue.RangeDecoder(words)
+        self.crc = 0
+
+    def _decode(self, model, n: int) -> np.ndarray:
+        try:
+            return np.asarray(self.dec.decode(model, n), dtype=np.int64)
+        except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
+            raise FormatError(f"entropy-coded stream is corrupt: {e}") from e
+
+    def uints(self, count: int) -> list[int]:
+        out = []
+        for _ in range(count):
+            u, shift = 0, 0
+            for _digit in range(_MAX_DIGITS):
+                d = int(self._decode(_UNIFORM16, 1)[0])
+                u |= (d & ((1 << _DIGIT_BITS) - 1)) << shift
+                shift += _DIGIT_BITS
+                if not d >> _DIGIT_BITS:
+                    break
+            else:
+                raise FormatError("entropy-coded stream is corrupt: escape value too long")
+            out.append(u)
+        return out
+
+    def symbols(self, idx: np.ndarray, tables: _Tables) -> np.ndarray:
+        sym = np.empty(idx.shape, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        starts = np.searchsorted(idx[order], np.arange(len(tables.models) + 1))
+        for t in np.flatnonzero(np.diff(starts)):
+            sym[order[starts[t] : starts[t + 1]]] = self._decode(
+                tables.models[t], int(starts[t + 1] - starts[t])
+            )
+        q = sym + tables.offset[idx]
+        escaped = sym == tables.n_regular[idx]
+        values = [(u >> 1) if u % 2 == 0 else -((u + 1) >> 1) for u in self.uints(int(escaped.sum()))]
+        try:
+            q[escaped] = np.array(values, dtype=np.float64)
+        except OverflowError as e:
+            raise FormatError("entropy-coded stream is corrupt: escape value out of range") from e
+        self.crc = zlib.crc32(q.astype("<f8").tobytes(), self.crc)
+        return q
+
+    def finish(self) -> None:
+        check = int(self._decode(_UNIFORM16, 1)[0])
+        if check != self.crc & 0xFFFF:
+            raise ChecksumError("entropy-coded stream check failed: the stream is truncated or corrupt")
+        if not self.dec.maybe_exhausted():
+            raise FormatError("entropy-coded stream has data left over after the last symbol")
+
+
+def _finite_numpy(x: Tensor, what: str) -> np.ndarray:
+    a = x.detach().to("cpu", torch.float64).contiguous().numpy().reshape(-1)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return a
+
+
+def _ste_round(x: Tensor) -> Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def _std_normal_cdf(x: Tensor) -> Tensor:
+    return 0.5 * torch.erfc(-x * (2**-0.5))
+
+
+def _resize_buffers(module: nn.Module, state_dict: dict, prefix: str, names: tuple[str, ...]) -> None:
+    """Let ``load_state_dict`` accept CDF tables of another length than the current ones."""
+    for name in names:
+        incoming = state_dict.get(prefix + name)
+        current = getattr(module, name)
+        if incoming is not None and incoming.shape != current.shape:
+            module._buffers[name] = torch.empty(incoming.shape, dtype=current.dtype, device=current.device)
+
+
+_CODING_BUFFERS = ("_offset", "_quantized_cdf", "_cdf_length")
+
+
+class EntropyBottleneck(nn.Module):
+    """Factorized prior p(z~) per channel (Ballé et al. 2018, appendix 6.1), CompressAI layout.
+
+    ``forward(z)`` with ``z: (B, C, *spatial)`` returns ``(z_hat, likelihoods)`` of the same shape:
+    additive uniform noise in training, rounding around the channel medians in eval.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        tail_mass: float = 1e-9,
+        init_scale: float = 10.0,
+        filters: tuple[int, ...] = (3, 3, 3, 3),
+        likelihood_bound: float = 1e-9,
+    ) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        self.channels, self.filters, self.tail_mass = int(channels), tuple(filters), float(tail_mass)
+        for name in _CODING_BUFFERS:
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
+        self.likelihood_lower_bound = LowerBound(likelihood_bound)
+        dims = (1, *self.filters, 1)
+        scale = init_scale ** (1 / (len(self.filters) + 1))
+        self.matrices, self.biases, self.factors = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
+        for i in range(len(self.filters) + 1):
+            init = math.log(math.expm1(1 / scale / dims[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
+            self.biases.append(nn.Parameter(torch.empty(channels, dims[i + 1], 1).uniform_(-0.5, 0.5)))
+            if i < len(self.filters):
+                self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
+        self.quantiles = nn.Parameter(torch.tensor([-init_scale, 0.0, init_scale]).repeat(channels, 1, 1))
+        target = math.log(2 / tail_mass - 1)
+        self.register_buffer("target", torch.tensor([-target, 0.0, target]))
+        self._cache = _TableCache()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        _resize_buffers(self, state_dict, prefix, _CODING_BUFFERS)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _medians(self) -> Tensor:
+        return self.quantiles[:, 0, 1]  # (C,)
+
+    def _logits_cumulative(self, x: Tensor, stop_gradient: bool, params: tuple | None = None) -> Tensor:
+        """Cumulative logits of the density at ``x: (C, 1, N)``."""
+        matrices, biases, factors = params or (self.matrices, self.biases, self.factors)
+        logits = x
+        for i, (matrix, bias) in enumerate(zip(matrices, biases, strict=True)):
+            if stop_gradient:
+                matrix, bias = matrix.detach(), bias.detach()
+            logits = torch.matmul(F.softplus(matrix), logits) + bias
+            if i < len(factors):
+                factor = factors[i].detach() if stop_gradient else factors[i]
+                logits = logits + torch.tanh(factor) * torch.tanh(logits)
+        return logits
+
+    def _likelihood(self, x: Tensor, params: tuple | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        lower = self._logits_cumulative(x - 0.5, stop_gradient=False, params=params)
+        upper = self._logits_cumulative(x + 0.5, stop_gradient=False, params=params)
+        sign = -torch.sign(lower + upper).detach()  # evaluate in the flat tail for precision
+        return torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)), lower, upper
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        if z.dim() < 2 or z.shape[1] != self.channels:
+            raise ValueError(f"expected z of shape (B, {self.channels}, ...), got {tuple(z.shape)}")
+        x = z.transpose(0, 1).reshape(self.channels, 1, -1)  # (C, 1, N)
+        medians = self._medians().detach().view(-1, 1, 1)
+        if self.training:
+            x_hat = x + torch.empty_like(x).uniform_(-0.5, 0.5)
+        else:
+            x_hat = _ste_round(x - medians) + medians
+        likelihood = self.likelihood_lower_bound(self._likelihood(x_hat)[0])
+        shape = (self.channels, z.shape[0], *z.shape[2:])
+        z_hat = x_hat.reshape(shape).transpose(0, 1)
+        return z_hat, likelihood.reshape(shape).transpose(0, 1)
+
+    def aux_loss(self) -> Tensor:
+        """L1 distance of the density's CDF at ``quantiles`` to (tail/2, 1/2, 1 - tail/2) in logits."""
+        logits = self._logits_cumulative(self.quantiles, stop_gradient=True)
+        return torch.abs(logits - self.target).sum()
+
+    @torch.no_grad()
+    def update(self, force: bool = False) -> bool:
+        """Build the integer CDF tables (CPU, float64). Returns False when they exist and not ``force``."""
+        if self._offset.numel() > 0 and not force:
+            return False
+        params = tuple(
+            [p.detach().to("cpu", torch.float64) for p in group]
+            for group in (self.matrices, self.biases, self.factors)
+        )
+        q = self.quantiles.detach().to("cpu", torch.float64)[:, 0, :]  # (C, 3)
+        medians = q[:, 1]
+        minima = torch.ceil(medians - q[:, 0]).clamp(min=0).long()
+        maxima = torch.ceil(q[:, 2] - medians).clamp(min=0).long()
+        pmf_length = minima + maxima + 1
+        samples = torch.arange(int(pmf_length.max()), dtype=torch.float64)[None, :]
+        samples = (samples + (medians - minima)[:, None]).unsqueeze(1)  # (C, 1, L)
+        pmf, lower, upper = self._likelihood(samples, params=params)
+        rows = []
+        for c in range(self.channels):
+            n = int(pmf_length[c])
+            tail = float(torch.sigmoid(lower[c, 0, 0]) + torch.sigmoid(-upper[c, 0, n - 1]))
+            rows.append(_quantized_cdf(pmf[c, 0, :n].numpy(), tail))
+        self._set_tables(*_pack_cdfs(rows), -minima.to(torch.int32))
+        return True
+
+    def _set_tables(self, cdf: Tensor, cdf_length: Tensor, offset: Tensor) -> None:
+        device = self.quantiles.device
+        self._quantized_cdf, self._cdf_length, self._offset = (
+            cdf.to(device),
+            cdf_length.to(device),
+            offset.to(device),
+        )
+
+    def _tables(self) -> _Tables:
+        return self._cache.get(self._quantized_cdf, self._cdf_length, self._offset)
+
+    @torch.no_grad()
+    def compress(self, z: Tensor) -> list[bytes]:
+        """One string per batch item; decode with ``decompress(strings, z.shape[2:])``."""
+        if z.dim() != 4 or z.shape[1] != self.channels:
+            raise ValueError(f"expected z of shape (B, {self.channels}, H, W), got {tuple(z.shape)}")
+        tables = self._tables()
+        medians = self._medians().detach().to(z.device, z.dtype).view(1, -1, 1, 1)
+        q = _finite_numpy(torch.round(z - medians), "z").reshape(z.shape[0], -1)
+        idx = np.repeat(np.arange(self.channels), z.shape[2] * z.shape[3])
+        strings = []
+        for item in q:
+            writer = _Writer()
+            writer.symbols(item, idx, tables)
+            strings.append(writer.finish())
+        return strings
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], size: tuple[int, int]) -> Tensor:
+        """``(B, C, H, W)`` z_hat from ``compress`` strings; raises FormatError on a bad string."""
+        h, w = (int(v) for v in size)
+        if h < 1 or w < 1:
+            raise ValueError(f"size must be positive, got {tuple(size)}")
+        tables = self._tables()
+        idx = np.repeat(np.arange(self.channels), h * w)
+        items = []
+        for data in strings:
+            reader = _Reader(data)
+            items.append(reader.symbols(idx, tables))
+            reader.finish()
+        medians = self._medians().detach().view(1, -1, 1, 1)
+        q = torch.from_numpy(np.stack(items) if items else np.zeros((0, idx.size)))
+        return q.reshape(len(items), self.channels, h, w).to(medians) + medians
+
+
+class GaussianConditional(nn.Module):
+    """Conditional Gaussian model of ``y`` (mean-scale hyperprior), CompressAI layout.
+
+    ``forward(y, scales, means)`` returns ``(y_hat, likelihoods)``: noise in training, straight-through
+    rounding around the mean in eval. Coding goes through ``stream_encoder``/``stream_decoder`` so the
+    model can code the four context steps one after the other into a single string.
+    """
+
+    def __init__(
+        self,
+        scale_table: Tensor | list[float] | None = None,
+        *,
+        scale_bound: float = SCALES_MIN,
+        tail_mass: float = 1e-9,
+        likelihood_bound: float = 1e-9,
+        index_margin: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        table = (
+            default_scale_table()
+            if scale_table is None
+            else torch.as_tensor(scale_table, dtype=torch.float32)
+        )
+        if table.dim() != 1 or len(table) < 2 or not (table > 0).all() or not (table.diff() > 0).all():
+            raise ValueError(f"scale_table must be positive and strictly increasing, got {table.tolist()}")
+        self.tail_mass, self.index_margin = float(tail_mass), float(index_margin)
+        self.register_buffer("scale_table", table)
+        self.register_buffer("scale_bound", torch.tensor([float(scale_bound)]))
+        for name in _CODING_BUFFERS:
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
+        self.lower_bound_scale = LowerBound(scale_bound)
+        self.likelihood_lower_bound = LowerBound(likelihood_bound)
+        self._cache = _TableCache()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        _resize_buffers(self, state_dict, prefix, (*_CODING_BUFFERS, "scale_table"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def likelihood(self, y_hat: Tensor, scales: Tensor, means: Tensor | None = None) -> Tensor:
+        """P(y_hat) under N(means, scales) * U(-1/2, 1/2), lower-bounded."""
+        values = torch.abs(y_hat - means if means is not None else y_hat)
+        scales = self.lower_bound_scale(scales)
+        upper = _std_normal_cdf((0.5 - values) / scales)
+        lower = _std_normal_cdf((-0.5 - values) / scales)
+        return self.likelihood_lower_bound(upper - lower)
+
+    def forward(
+        self, y: Tensor, scales: Tensor, means: Tensor | None = None, *, noise: bool | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``noise`` overrides the mode (default: noise when training, STE rounding otherwise)."""
+        if scales.shape != y.shape or (means is not None and means.shape != y.shape):
+            raise ValueError(f"y {tuple(y.shape)}, scales {tuple(scales.shape)} and means must share a shape")
+        if self.training if noise is None else noise:
+            y_hat = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        elif means is None:
+            y_hat = _ste_round(y)
+        else:
+            y_hat = _ste_round(y - means) + means
+        return y_hat, self.likelihood(y_hat, scales, means)
+
+    @torch.no_grad()
+    def update(self, force: bool = False) -> bool:
+        """Build one integer CDF per scale level (CPU, float64). False when present and not ``force``."""
+        if self._offset.numel() > 0 and not force:
+            return False
+        multiplier = -NormalDist().inv_cdf(self.tail_mass / 2)
+        table = self.scale_table.detach().to("cpu", torch.float64)
+        pmf_center = torch.ceil(table * multiplier).long()
+        rows = []
+        for scale, center in zip(table, pmf_center.tolist(), strict=True):
+            samples = torch.abs(torch.arange(2 * center + 1, dtype=torch.float64) - center)
+            upper = _std_normal_cdf((0.5 - samples) / scale)
+            lower = _std_normal_cdf((-0.5 - samples) / scale)
+            rows.append(_quantized_cdf((upper - lower).numpy(), 2 * float(lower[0])))
+        cdf, cdf_length = _pack_cdfs(rows)
+        device = self.scale_table.device
+        self._quantized_cdf, self._cdf_length = cdf.to(device), cdf_length.to(device)
+        self._offset = (-pmf_center).to(torch.int32).to(device)
+        return True
+
+    def _coding_state(self) -> tuple[_Tables, np.ndarray]:
+        if len(self._offset) != len(self.scale_table):
+            raise RuntimeError("scale table and CDF tables disagree: run update(force=True)")
+        tables = self._cache.get(self._quantized_cdf, self._cdf_length, self._offset)
+        boundaries = self.scale_table.detach().to("cpu", torch.float64).numpy()[:-1]
+        return tables, boundaries
+
+    def stream_encoder(self) -> GaussianStreamEncoder:
+        return GaussianStreamEncoder(*self._coding_state(), self.index_margin)
+
+    def stream_decoder(self, data: bytes) -> GaussianStreamDecoder:
+        return GaussianStreamDecoder(*self._coding_state(), data)
+
+
+def scale_indexes(scales: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    """Table level of each scale: the first level whose scale is >= it (CompressAI's rule)."""
+    return np.searchsorted(boundaries, scales, side="left")
+
+
+def _near_boundary(scales: np.ndarray, idx: np.ndarray, boundaries: np.ndarray, margin: float) -> np.ndarray:
+    log_s = np.log(np.maximum(scales, 1e-300))
+    log_b = np.log(boundaries)
+    below = log_b[np.clip(idx - 1, 0, len(log_b) - 1)]
+    above = log_b[np.clip(idx, 0, len(log_b) - 1)]
+    return np.minimum(np.abs(log_s - below), np.abs(log_s - above)) < margin
+
+
+class GaussianStreamEncoder:
+    """Codes ``y`` step by step into one string (one encoder per image, steps in context order)."""
+
+    def __init__(self, tables: _Tables, boundaries: np.ndarray, margin: float) -> None:
+        self._tables, self._boundaries, self._margin = tables, boundaries, margin
+        self._writer: _Writer | None = _Writer()
+
+    def encode(self, y: Tensor, scales: Tensor, means: Tensor | None = None) -> Tensor:
+        """Code ``round(y - means)`` with tables chosen by ``scales``; returns ``y_hat`` (y's shape)."""
+        if self._writer is None:
+            raise RuntimeError("encode() after finish()")
+        if scales.shape != y.shape or (means is not None and means.shape != y.shape):
+            raise ValueError(f"y {tuple(y.shape)}, scales {tuple(scales.shape)} and means must share a shape")
+        q_t = torch.round(y - means) if means is not None else torch.round(y)
+        q = _finite_numpy(q_t, "y - means")
+        s = _finite_numpy(scales, "scales")
+        idx = scale_indexes(s, self._boundaries)
+        guarded = np.flatnonzero(_near_boundary(s, idx, self._boundaries, self._margin))
+        self._writer.enc.encode(np.array([int(guarded.size > 0)], dtype=np.int32), _GUARD_FLAG)
+        if guarded.size:
+            deltas = np.diff(guarded, prepend=0)
+            self._writer.uints([guarded.size, *deltas.tolist(), *idx[guarded].tolist()])
+        self._writer.symbols(q, idx, self._tables)
+        return q_t + means if means is not None else q_t
+
+    def finish(self) -> bytes:
+        if self._writer is None:
+            raise RuntimeError("finish() called twice")
+        data, self._writer = self._writer.finish(), None
+        return data
+
+
+class GaussianStreamDecoder:
+    """Mirror of ``GaussianStreamEncoder``: call ``decode`` with the same steps, then ``finish``."""
+
+    def __init__(self, tables: _Tables, boundaries: np.ndarray, data: bytes) -> None:
+        self._tables, self._boundaries = tables, boundaries
+        self._reader = _Reader(data)
+
+    def _read_guards(self, idx: np.ndarray) -> None:
+        if not self._reader._decode(_GUARD_FLAG, 1)[0]:
+            return
+        (count,) = self._reader.uints(1)
+        if not 0 < count <= idx.size:
+            raise FormatError(
+                f"entropy-coded stream is corrupt: {count} index escapes for {idx.size} symbols"
+            )
+        positions = np.cumsum(self._reader.uints(count))
+        levels = np.array(self._reader.uints(count))
+        if positions[-1] >= idx.size or levels.max() >= len(self._tables.models):
+            raise FormatError("entropy-coded stream is corrupt: index escape out of range")
+        idx[positions] = levels
+
+    def decode(self, scales: Tensor, means: Tensor | None = None) -> Tensor:
+        """``y_hat`` of ``scales``' shape, on ``means``' (else ``scales``') device and dtype."""
+        s = _finite_numpy(scales, "scales")
+        idx = scale_indexes(s, self._boundaries)
+        self._read_guards(idx)
+        q = torch.from_numpy(self._reader.symbols(idx, self._tables)).reshape(scales.shape)
+        if means is None:
+            return q.to(scales)
+        return q.to(means) + means
+
+    def finish(self) -> None:
+        """Raises FormatError (ChecksumError) if the stream is corrupt, short or has data left over."""
+        self._reader.finish()
