@@ -1,0 +1,454 @@
+"""The latent codec of DiT-IC: fusion analysis g_a, hyperprior h_a / h_s, four-step spatial context
+with latent residual prediction (LRP), and the heads that turn y_hat into the DiT inputs
+(mean, scale, res, prompt).
+
+Module and parameter names follow the release (``codec.g_a.pre1.0.weight`` ...), so its checkpoint loads
+key for key. The release aliases ``Downsample.down`` / ``Upsample.up`` as ``branch1``; both names appear in
+its state dict and therefore in ours.
+
+Shapes (release): DC-AE latent (B, 32, H/32, W/32) + aux features (B, 320, H/16, W/16)
+-> y (B, M=320, H/64, W/64) -> z (B, N=160, H/256, W/256).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codec.config import CodecConfig
+
+# Step k of the four-step context codes, in channel group g, the pixel at position ORDER[k][g] of each
+# 2x2 block (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right). Over four steps every channel
+# group visits all four positions (DCVC-DC "quadtree" masks). The order is part of the release's bitstream.
+ORDER = ((0, 1, 2, 3), (3, 2, 1, 0), (2, 3, 0, 1), (1, 0, 3, 2))
+
+
+class WSiLU(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(4.0 * x)
+
+
+class WSiLUChunkAdd(nn.Module):
+    """Gated FFN activation: WSiLU, then the two channel halves summed."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = (x * torch.sigmoid(4.0 * x)).chunk(2, 1)
+        return a + b
+
+
+class DepthConvBlock(nn.Module):
+    """1x1 -> WSiLU -> 3x3 depthwise -> 1x1 (residual), then gated FFN x4 (residual)."""
+
+    def __init__(self, in_ch: int, out_ch: int, shortcut: bool = False):
+        super().__init__()
+        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.shortcut = shortcut
+        self.dc = nn.Sequential(
+            nn.Conv2d(out_ch, out_ch, 1),
+            WSiLU(),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, groups=out_ch),
+            nn.Conv2d(out_ch, out_ch, 1),
+        )
+        self.ffn = nn.Sequential(
+            nn.Conv2d(out_ch, out_ch * 4, 1), WSiLUChunkAdd(), nn.Conv2d(out_ch * 2, out_ch, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.adaptor is not None:
+            x = self.adaptor(x)
+        out = self.dc(x) + x
+        out = self.ffn(out) + out
+        return out + x if self.shortcut else out
+
+
+class Downsample(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.down = nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1)
+        self.branch1 = self.down
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.Conv2d(in_ch, in_ch, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(in_ch, out_ch * 4, 1),
+            nn.PixelShuffle(2),
+        )
+        self.branch1 = self.up
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(x)
+
+
+class StridedBlock(nn.Module):
+    """2x2 stride-2 conv, then a shortcut DepthConvBlock (hyper analysis stage)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.down = nn.Conv2d(ch, ch, 2, stride=2)
+        self.conv = DepthConvBlock(ch, ch, shortcut=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.down(x))
+
+
+class SubpelUp(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(ch, ch * 4, 1), nn.PixelShuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class UpsampleBlock(nn.Module):
+    """Sub-pixel x2, then a shortcut DepthConvBlock (hyper synthesis stage)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.up = SubpelUp(ch)
+        self.conv = DepthConvBlock(ch, ch, shortcut=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.up(x))
+
+
+class Adapter(nn.Module):
+    """Three 3x3 convs with GELU, mid width (in + out) / 2."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        mid = (in_ch + out_ch) // 2
+        self.branch1 = nn.Sequential(
+            nn.Conv2d(in_ch, mid, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(mid, mid, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(mid, out_ch, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.branch1(x)
+
+
+class Blocks(nn.Module):
+    """A ``block`` Sequential (release names ``g_c.block``, ``aux.block``, ``LRP.k.block``)."""
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__()
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+class AnalysisTransform(nn.Module):
+    """g_a: DC-AE latent (1/32) fused with aux features (1/16 -> 1/32), then stride 2 -> y at 1/64."""
+
+    def __init__(self, latent_ch: int, aux_ch: int, fuse_latent: int, fuse_aux: int, M: int):
+        super().__init__()
+        width = fuse_latent + fuse_aux
+        self.pre1 = nn.Sequential(nn.Conv2d(latent_ch, fuse_latent, 3, padding=1))
+        self.pre2 = nn.Sequential(Downsample(aux_ch, fuse_aux))
+        self.analysis_transform = nn.Sequential(
+            DepthConvBlock(width, width),
+            DepthConvBlock(width, width),
+            Downsample(width, M),
+            DepthConvBlock(M, M),
+            DepthConvBlock(M, M),
+        )
+
+    def forward(self, latent: Tensor, aux: Tensor) -> Tensor:
+        return self.analysis_transform(torch.cat((self.pre1(latent), self.pre2(aux)), dim=1))
+
+
+class SynthesisTransform(nn.Module):
+    """A head from 1/64 to 1/32: three DepthConvBlocks, x2 upsample, 3x3 conv."""
+
+    def __init__(self, M: int, width: int, up_ch: int, out_ch: int):
+        super().__init__()
+        self.synthesis_transform = nn.Sequential(
+            DepthConvBlock(M, width),
+            DepthConvBlock(width, width),
+            DepthConvBlock(width, width),
+            Upsample(width, up_ch),
+            nn.Conv2d(up_ch, out_ch, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.synthesis_transform(x)
+
+
+class HyperAnalysis(nn.Module):
+    def __init__(self, M: int):
+        super().__init__()
+        N = M // 2
+        self.reduction = nn.Sequential(
+            DepthConvBlock(M, M), DepthConvBlock(M, N), StridedBlock(N), StridedBlock(N)
+        )
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.reduction(y)
+
+
+class HyperSynthesis(nn.Module):
+    def __init__(self, M: int):
+        super().__init__()
+        N = M // 2
+        self.increase = nn.Sequential(
+            UpsampleBlock(N), UpsampleBlock(N), DepthConvBlock(N, M), DepthConvBlock(M, M)
+        )
+
+    def forward(self, z_hat: Tensor) -> Tensor:
+        return self.increase(z_hat)
+
+
+def four_step_masks(C: int, H: int, W: int, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
+    """Four (1, C, H, W) 0/1 masks; mask k marks what step k codes (see ORDER). They partition y."""
+    if C % 4:
+        raise ValueError(f"channel count must be a multiple of 4, got {C}")
+    rows = torch.arange(H, device=device) % 2
+    cols = torch.arange(W, device=device) % 2
+    position = rows[:, None] * 2 + cols[None, :]  # (H, W) in 0..3
+    masks = []
+    for order in ORDER:
+        groups = [(position == p).to(dtype).expand(C // 4, H, W) for p in order]
+        masks.append(torch.cat(groups, dim=0)[None])
+    return masks
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Replicate-pad the bottom/right of (B, C, H, W) to multiples of ``multiple`` (z's own grid)."""
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def heads_from_config(cfg: CodecConfig) -> dict[str, nn.Module]:
+    lat, ch = cfg.latent, cfg.vae.latent_channels
+    w = lat.head_width
+    return {
+        "g_s": SynthesisTransform(lat.M, w, w, ch),
+        "scale": SynthesisTransform(lat.M, w, lat.scale_head_width, ch),
+        "prompt": SynthesisTransform(lat.M, w, w, lat.prompt_channels),
+        "aux": Blocks(
+            DepthConvBlock(lat.M, w), DepthConvBlock(w, w), Upsample(w, w), nn.Conv2d(w, ch, 3, padding=1)
+        ),
+    }
+
+
+def context_from_config(cfg: CodecConfig) -> dict[str, nn.Module]:
+    M = cfg.latent.M
+    C = 2 * M
+    return {
+        "h_s": HyperSynthesis(M),
+        "adapter_in": nn.ModuleList(Adapter(M, C) for _ in range(4)),
+        "g_c": Blocks(DepthConvBlock(C, C), DepthConvBlock(C, C), DepthConvBlock(C, C), nn.Conv2d(C, C, 1)),
+        "adapter_out": nn.ModuleList(Adapter(C, 2 * M) for _ in range(4)),
+        "LRP": nn.ModuleList(Blocks(Adapter(2 * M, M)) for _ in range(4)),
+    }
+
+
+CONTEXT_MODULES = ("h_s", "adapter_in", "g_c", "adapter_out", "LRP")
+
+
+class EntropyPath(nn.Module):
+    """h_s + four-step context + LRP: everything between z_hat and the Gaussian parameters of y.
+
+    The codec runs this in float64 on a private copy at compress/decompress time, so encoder and decoder
+    compute the same scales on any device (DESIGN.md Sec. 2); training uses the codec's own modules.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        super().__init__()
+        for name in CONTEXT_MODULES:
+            setattr(self, name, modules[name])
+
+    def hyper(self, z_hat: Tensor, y_size: tuple[int, int]) -> Tensor:
+        return self.h_s(z_hat)[..., : y_size[0], : y_size[1]]  # (B, M, h, w)
+
+    def params(self, k: int, base: Tensor) -> tuple[Tensor, Tensor]:
+        means, scales = self.adapter_out[k](self.g_c(self.adapter_in[k](base))).chunk(2, 1)
+        return means, scales
+
+    def refine(self, k: int, y_hat_k: Tensor, base: Tensor, mask: Tensor) -> Tensor:
+        """Latent residual prediction: y_hat_k + 0.5 tanh(LRP([y_hat_k, base])) on the coded positions."""
+        lrp = self.LRP[k](torch.cat([y_hat_k, base], dim=1)) * mask
+        return y_hat_k + 0.5 * torch.tanh(lrp)
+
+    def run(self, z_hat: Tensor, y_size: tuple[int, int], code_step) -> tuple[Tensor, Tensor]:
+        """The four steps. ``code_step(k, means, scales, mask) -> y_hat_k`` (zero off the mask) quantizes,
+        codes or decodes. Returns (y_hat, scales used for each element of y)."""
+        base = self.hyper(z_hat, y_size)
+        masks = four_step_masks(base.shape[1], *y_size, base.device, base.dtype)
+        y_hat = torch.zeros_like(base)
+        y_scales = torch.zeros_like(base)
+        for k, mask in enumerate(masks):
+            means, scales = self.params(k, base)
+            y_hat_k = self.refine(k, code_step(k, means, scales, mask), base, mask)
+            base = base * (1 - mask) + y_hat_k
+            y_hat = y_hat + y_hat_k
+            y_scales = y_scales + scales * mask
+        return y_hat, y_scales
+
+
+def _ste_round(x: Tensor) -> Tensor:
+    return (torch.round(x) - x).detach() + x
+
+
+class LatentCodec(nn.Module):
+    """The release's ``codec`` module: y = g_a(latent, aux); z = h_a(y); four-step context; heads.
+
+    Variable rate (``num_qualities > 1``): y is multiplied by a learned per-channel ``gain[q]`` before
+    quantization and y_hat by ``inverse_gain[q]`` after (gained VAE); quality q in 1..Q, higher = finer.
+    """
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        from codec.entropy import EntropyBottleneck, GaussianConditional
+
+        lat = cfg.latent
+        self.M, self.num_qualities = lat.M, lat.num_qualities
+        self.g_a = AnalysisTransform(cfg.vae.latent_channels, cfg.aux.M, lat.fuse_latent, lat.fuse_aux, lat.M)
+        for name, module in heads_from_config(cfg).items():
+            setattr(self, name, module)
+        self.h_a = HyperAnalysis(lat.M)
+        for name, module in context_from_config(cfg).items():
+            setattr(self, name, module)
+        self.entropy_bottleneck = EntropyBottleneck(lat.N)
+        table = torch.exp(
+            torch.linspace(
+                torch.tensor(lat.scale_min).log(), torch.tensor(lat.scale_max).log(), lat.scale_levels
+            )
+        )
+        self.gaussian_conditional = GaussianConditional(table, scale_bound=lat.scale_min)
+        if lat.num_qualities > 1:
+            # geometric initial gains: quality Q keeps y's scale, each step down halves the precision
+            steps = torch.arange(lat.num_qualities, dtype=torch.float32) - (lat.num_qualities - 1)
+            init = torch.exp2(steps)[:, None].repeat(1, lat.M)
+            self.gain = nn.Parameter(init.clone())
+            self.inverse_gain = nn.Parameter(1.0 / init)
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _gains(self, quality: int | Tensor, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        if self.num_qualities == 1:
+            return None
+        q = torch.as_tensor(quality, device=device).long().reshape(-1).expand(batch)
+        if bool(((q < 1) | (q > self.num_qualities)).any()):
+            raise ValueError(f"quality must be in 1..{self.num_qualities}, got {q.tolist()}")
+        return self.gain[q - 1][:, :, None, None], self.inverse_gain[q - 1][:, :, None, None]
+
+    def _path(self) -> EntropyPath:
+        return EntropyPath({name: getattr(self, name) for name in CONTEXT_MODULES})
+
+    def entropy_path64(self) -> EntropyPath:
+        """A float64 copy of the entropy-parameter path, rebuilt whenever the weights change."""
+        params = [t for name in CONTEXT_MODULES for t in getattr(self, name).parameters()]
+        key = tuple((t.data_ptr(), t._version, t.device) for t in params)
+        cached = self.__dict__.get("_path64")
+        if cached is None or cached[0] != key:
+            import copy
+
+            copies = {name: copy.deepcopy(getattr(self, name)) for name in CONTEXT_MODULES}
+            path = EntropyPath(copies).to(torch.float64).eval().requires_grad_(False)
+            self.__dict__["_path64"] = cached = (key, path)
+        return cached[1]
+
+    def analysis(self, latent: Tensor, aux: Tensor, quality: int | Tensor) -> tuple[Tensor, Tensor]:
+        """(y, z): y at 1/64 (gained), z at 1/256 from y replicate-padded to a multiple of 4."""
+        y = self.g_a(latent, aux)
+        gains = self._gains(quality, y.shape[0], y.device)
+        if gains is not None:
+            y = y * gains[0]
+        return y, self.h_a(pad_to_multiple(y, 4))
+
+    def heads(self, y_hat: Tensor, y_scales: Tensor, quality: int | Tensor) -> dict[str, Tensor]:
+        gains = self._gains(quality, y_hat.shape[0], y_hat.device)
+        if gains is not None:
+            y_hat, y_scales = y_hat * gains[1], y_scales * gains[1]
+        return {
+            "mean": self.g_s(y_hat),
+            "scale": self.scale(y_scales),
+            "res": self.aux(y_hat),
+            "prompt": self.prompt(y_hat),
+        }
+
+    # --- training ------------------------------------------------------------------------------
+    def forward(self, latent: Tensor, aux: Tensor, quality: int | Tensor) -> dict[str, Tensor]:
+        y, z = self.analysis(latent, aux, quality)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        medians = self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+        z_hat = _ste_round(z - medians) + medians
+        likelihoods = []
+
+        def quantize(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            lik = self.gaussian_conditional.likelihood(y, scales, means)
+            likelihoods.append(lik * mask)
+            return (_ste_round(y - means) + means) * mask
+
+        y_hat, y_scales = self._path().run(z_hat, y.shape[-2:], quantize)
+        out = self.heads(y_hat, y_scales, quality)
+        out["likelihoods"] = {"y": sum(likelihoods), "z": z_likelihoods}
+        return out
+
+    # --- coding --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(
+        self, latent: Tensor, aux: Tensor, quality: int
+    ) -> tuple[list[list[bytes]], dict[str, Tensor]]:
+        """Per image [z string, y string], and the decoder-side heads (the encoder sees what it will)."""
+        y, z = self.analysis(latent, aux, quality)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:]).to(y.device)
+        y64 = y.to(torch.float64)
+        coders = [self.gaussian_conditional.stream_encoder() for _ in range(y.shape[0])]
+
+        def encode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            return _per_image(mask, coders, lambda c, b, m: c.encode(y64[b][m], scales[b][m], means[b][m]))
+
+        y_hat, y_scales = self.entropy_path64().run(z_hat.to(torch.float64), y.shape[-2:], encode)
+        strings = [[zs, c.finish()] for zs, c in zip(z_strings, coders, strict=True)]
+        out = self.heads(y_hat.to(y.dtype), y_scales.to(y.dtype), quality)
+        out["y_hat"] = y_hat
+        return strings, out
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        strings: list[list[bytes]],
+        y_size: tuple[int, int],
+        quality: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> dict[str, Tensor]:
+        """The heads (mean, scale, res, prompt) and y_hat from per-image [z string, y string]."""
+        h, w = y_size
+        z_size = (-(-h // 4), -(-w // 4))
+        z_hat = self.entropy_bottleneck.decompress([s[0] for s in strings], z_size).to(device, torch.float64)
+        coders = [self.gaussian_conditional.stream_decoder(s[1]) for s in strings]
+
+        def decode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            return _per_image(mask, coders, lambda c, b, m: c.decode(scales[b][m], means[b][m]))
+
+        y_hat, y_scales = self.entropy_path64().run(z_hat, (h, w), decode)
+        for coder in coders:
+            coder.finish()
+        out = self.heads(y_hat.to(dtype), y_scales.to(dtype), quality)
+        out["y_hat"] = y_hat  # float64, exactly what the encoder reconstructed
+        return out
+
+
+def _per_image(mask: Tensor, coders: list, code) -> Tensor:
+    """Run ``code(coder, b, boolean_mask)`` per image; scatter each result into a zero (B, C, h, w)."""
+    m = mask[0].bool()
+    rows = [code(c, b, m) for b, c in enumerate(coders)]
+    out = torch.zeros((len(coders), *m.shape), dtype=rows[0].dtype, device=rows[0].device)
+    for b, row in enumerate(rows):
+        out[b][m] = row.to(out.device)
+    return out
