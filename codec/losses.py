@@ -82,10 +82,10 @@ def psnr(x: Tensor, x_hat: Tensor) -> Tensor:
 
 @dataclass
 class LossTerms:
-    """The total loss to back-propagate and its parts (floats for logging, per-sample bpp)."""
+    """The total loss to back-propagate and its parts for logging (per-sample bpp and PSNR)."""
 
     loss: Tensor
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, Tensor] = field(default_factory=dict)  # detached scalars: no host sync here
     bpp: Tensor | None = None  # (B,), detached
     psnr: Tensor | None = None  # (B,), detached
 
@@ -116,24 +116,27 @@ class RateDistortionLoss(nn.Module):
         self.perceptual_weight = perceptual_weight
         self.distill_weight = distill_weight
 
-    def distortion(self, x: Tensor, x_hat: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def distortion(self, x: Tensor, x_hat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-sample D = w_mse·MSE + w_p·LPIPS on [-1, 1] images, and its logged parts.  # (B,)"""
         mse = (x.float() - x_hat.float()).pow(2).flatten(1).mean(dim=1)
         d = self.mse_weight * mse
-        parts = {"mse": mse.mean().item()}
+        parts = {"mse": mse.detach().mean()}
         if self.perceptual is not None and self.perceptual_weight > 0:
             p = self.perceptual(x_hat.float(), x.float()).reshape(x.shape[0], -1).mean(dim=1)
             d = d + self.perceptual_weight * p
-            parts["perceptual"] = p.mean().item()
+            parts["perceptual"] = p.detach().mean()
         return d, parts
 
     def lambda_of(self, quality: Tensor | int, batch: int, device: torch.device) -> Tensor:
-        """λ per sample for an int or (B,) tensor of qualities in 1..Q.  # (B,)"""
-        q = torch.as_tensor(quality, device=device, dtype=torch.long).expand(batch)
+        """λ per sample for an int or (B,) tensor of qualities in 1..Q.  # (B,)
+
+        Qualities on the host are range-checked; those already on an accelerator are not (reading
+        them back would stall it), the model checks its own."""
+        q = torch.as_tensor(quality, dtype=torch.long)
         n = self.lambdas.numel()
-        if int(q.min()) < 1 or int(q.max()) > n:
+        if q.device.type == "cpu" and (int(q.min()) < 1 or int(q.max()) > n):
             raise ValueError(f"quality must be in 1..{n}, got {q.tolist()}")
-        return self.lambdas.to(device)[q - 1]
+        return self.lambdas.to(device)[q.to(device) - 1].expand(batch)
 
     def forward(self, x: Tensor, out: dict, quality: Tensor | int | None) -> LossTerms:
         """Loss of one model output ``out`` (``x_hat``, ``likelihoods``, optionally ``latent_hat`` and
@@ -146,14 +149,14 @@ class RateDistortionLoss(nn.Module):
             batch, _, h, w = x.shape
             bpp = bits_per_pixel(out["likelihoods"], h * w)
             total = total + self.lambda_of(quality, batch, x.device) * bpp
-            parts["bpp"] = bpp.mean().item()
+            parts["bpp"] = bpp.detach().mean()
         loss = total.mean()
         if quality is not None and self.distill_weight > 0 and out.get("latent_hat") is not None:
             distil = distillation_loss(out["latent_hat"], out["latent_clean"])
             loss = loss + self.distill_weight * distil
-            parts["distill"] = distil.item()
+            parts["distill"] = distil.detach()
         p = psnr(x, x_hat.detach())
-        parts["psnr"] = p.mean().item()
+        parts["psnr"] = p.mean()
         return LossTerms(loss=loss, parts=parts, bpp=None if bpp is None else bpp.detach(), psnr=p)
 
 
