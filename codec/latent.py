@@ -12,6 +12,8 @@ Shapes (release): DC-AE latent (B, 32, H/32, W/32) + aux features (B, 320, H/16,
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -321,13 +323,11 @@ class LatentCodec(nn.Module):
         self.h_a = HyperAnalysis(lat.M)
         for name, module in context_from_config(cfg).items():
             setattr(self, name, module)
-        self.entropy_bottleneck = EntropyBottleneck(lat.N)
-        table = torch.exp(
-            torch.linspace(
-                torch.tensor(lat.scale_min).log(), torch.tensor(lat.scale_max).log(), lat.scale_levels
-            )
-        )
-        self.gaussian_conditional = GaussianConditional(table, scale_bound=lat.scale_min)
+        log_min, log_max = math.log(lat.scale_min), math.log(lat.scale_max)
+        with torch.device("cpu"):  # small; and their constructors check values (not possible on "meta")
+            self.entropy_bottleneck = EntropyBottleneck(lat.N)
+            table = torch.exp(torch.linspace(log_min, log_max, lat.scale_levels))
+            self.gaussian_conditional = GaussianConditional(table, scale_bound=lat.scale_min)
         if lat.num_qualities > 1:
             # geometric initial gains: quality Q keeps y's scale, each step down halves the precision
             steps = torch.arange(lat.num_qualities, dtype=torch.float32) - (lat.num_qualities - 1)

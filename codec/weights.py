@@ -1,0 +1,262 @@
+"""Checkpoints: safetensors tensors + JSON metadata (config, format version, code version, weights hash).
+
+Loading never unpickles. The model id that payloads carry is the first 16 hex characters of a sha256
+over the weights in canonical order (name, dtype, shape, bytes of each tensor, sorted by name), so it
+names the exact weights, whatever file they came from.
+
+The release's modules alias ``down``/``up`` as ``branch1``, so two names share one tensor. A checkpoint
+stores each tensor once (under its first name); loading fills the aliases.
+
+``convert_official`` turns a released ``.pth`` (flat state dict in the release layout, maybe wrapped in
+``{"state_dict": ...}``) into our checkpoint for ``ditic-official``; it is the only ``torch.load`` here
+and uses ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from codec.config import CodecConfig, get_config
+from codec.errors import CheckpointError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CheckpointInfo",
+    "canonical_state_dict",
+    "weights_hash",
+    "save_checkpoint",
+    "load_checkpoint",
+    "convert_official",
+    "DERIVED_BUFFERS",
+]
+
+FORMAT_NAME = "ditic-checkpoint"
+FORMAT_VERSION = 1
+MODEL_ID_CHARS = 16
+
+# Coding tables that are a function of other tensors: recomputed by ``update`` rather than copied
+# from a release checkpoint (their layout belongs to the entropy coder in use).
+DERIVED_BUFFERS = tuple(
+    f"codec.{module}.{name}"
+    for module in ("entropy_bottleneck", "gaussian_conditional")
+    for name in ("_quantized_cdf", "_cdf_length", "_offset")
+)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    config: CodecConfig
+    model_id: str
+    trained: bool
+    format_version: int
+    code_version: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _code_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ditic-archive")
+    except Exception:  # noqa: BLE001 - a source checkout without an installed distribution
+        return "0+unknown"
+
+
+def canonical_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """``state_dict`` with each shared tensor once (first name wins), contiguous, sorted by name."""
+    out: dict[str, Tensor] = {}
+    seen: set[tuple] = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.numel():
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if key in seen:
+                continue
+            seen.add(key)
+        out[name] = tensor.detach().contiguous()
+    return dict(sorted(out.items()))
+
+
+def weights_hash(state: dict[str, Tensor]) -> str:
+    """sha256 (hex) over name, dtype, shape and bytes of each tensor, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}\n".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | Path, *, trained: bool = True, extra: dict[str, str] | None = None
+) -> str:
+    """Write ``model`` (a DiTIC) to ``path`` (.safetensors); returns its model id."""
+    from safetensors.torch import save_file
+
+    model.update()  # the coding tables travel with the weights
+    state = canonical_state_dict(model)
+    digest = weights_hash(state)
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "code_version": _code_version(),
+        "config": json.dumps(model.cfg.to_dict(), sort_keys=True),
+        "weights_sha256": digest,
+        "model_id": digest[:MODEL_ID_CHARS],
+        "trained": "true" if trained else "false",
+        **(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return metadata["model_id"]
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if metadata.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not a DiT-IC checkpoint (format {metadata.get('format')!r})")
+    version = metadata.get("format_version", "?")
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} (this code reads {FORMAT_VERSION})"
+        )
+    return metadata
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Config, model id and provenance of a checkpoint, without reading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    meta = _read_metadata(path)
+    try:
+        config = CodecConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad config in checkpoint metadata ({e})") from e
+    known = {"format", "format_version", "code_version", "config", "weights_sha256", "model_id", "trained"}
+    return CheckpointInfo(
+        config=config,
+        model_id=meta.get("model_id", ""),
+        trained=meta.get("trained", "true") == "true",
+        format_version=int(meta["format_version"]),
+        code_version=meta.get("code_version", ""),
+        metadata={k: v for k, v in meta.items() if k not in known},
+    )
+
+
+def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Load a canonical (alias-free) state into ``model``; raises CheckpointError naming bad keys."""
+    expected = model.state_dict()
+    canonical = canonical_state_dict(model)
+    aliases = set(expected) - set(canonical)
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(canonical) - set(state))
+    if unexpected or missing:
+        raise CheckpointError(
+            f"{source}: checkpoint does not fit the config: missing {missing[:8]} ({len(missing)}), "
+            f"unexpected {unexpected[:8]} ({len(unexpected)})"
+        )
+    for name, tensor in state.items():
+        if name in DERIVED_BUFFERS:
+            continue
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{source}: {name} has shape {tuple(tensor.shape)}, "
+                f"config expects {tuple(expected[name].shape)}"
+            )
+    result = model.load_state_dict(state, strict=False)
+    left = set(result.missing_keys) - aliases
+    if left or result.unexpected_keys:
+        raise CheckpointError(f"{source}: keys not loaded: {sorted(left)[:8]} {result.unexpected_keys[:8]}")
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", *, verify: bool = True
+) -> tuple[nn.Module, CheckpointInfo]:
+    """(DiTIC in eval mode, info). ``verify`` recomputes the weights hash and checks the stored one."""
+    from safetensors.torch import load_file
+
+    info = read_checkpoint_info(path)
+    state = load_file(str(path), device="cpu")
+    if verify:
+        digest = weights_hash(state)
+        if digest[:MODEL_ID_CHARS] != info.model_id:
+            raise CheckpointError(
+                f"{path}: weights hash {digest[:MODEL_ID_CHARS]} does not match the stored model id "
+                f"{info.model_id} (corrupt or edited file)"
+            )
+    model = _build(info.config)
+    load_state(model, state, str(path))
+    return model.to(device).eval(), info
+
+
+def _build(config: CodecConfig) -> nn.Module:
+    from codec.model import DiTIC
+
+    return DiTIC(config)
+
+
+def _unwrap_release(obj: object, source: str) -> dict[str, Tensor]:
+    for key in ("state_dict", "model", "ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and "timesteps" not in obj:
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source}: not a flat state dict of tensors in the release layout")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _torch_load(path: Path) -> object:
+    if not path.is_file():
+        raise CheckpointError(f"release checkpoint not found: {path}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        pass  # legacy (non-zip) files cannot be memory-mapped
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint ({e})") from e
+
+
+def convert_official(pth_path: str | Path, out_path: str | Path) -> str:
+    """Release ``.pth`` -> our ``ditic-official`` checkpoint at ``out_path``; returns the model id.
+
+    Every release key must land (aliases included); the coding tables (``DERIVED_BUFFERS``) are
+    recomputed from the entropy models' parameters instead of copied.
+    """
+    pth_path = Path(pth_path)
+    release = _unwrap_release(_torch_load(pth_path), str(pth_path))
+    with torch.device("meta"):  # the tensors come from the release file (memory-mapped when possible)
+        model = _build(get_config("ditic-official"))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(release))
+    unexpected = sorted(set(release) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{pth_path}: not the release layout: missing {missing[:8]} ({len(missing)}), "
+            f"unexpected {unexpected[:8]} ({len(unexpected)})"
+        )
+    state = {k: v for k, v in release.items() if k not in DERIVED_BUFFERS}
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{pth_path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state, strict=False, assign=True)
+    model.update(force=True)
+    return save_checkpoint(model, out_path, trained=True, extra={"source": pth_path.name})
