@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import Location, open_location, read_bytes, with_retries
+from pipeline.storage import Location, list_files, open_location, read_bytes, with_retries
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -31,6 +31,8 @@ __all__ = [
     "read_images",
     "size_bucket",
     "READ_COLUMNS",
+    "pack_metadata",
+    "unpack_metadata",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -38,9 +40,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 GLOB_CHARS = "*?["
 DEFAULT_MAX_SOURCE_BYTES = 512 * 1024**2
+DEFAULT_MAX_PIXELS = 64 * 1024**2  # 8k x 8k: more does not fit one GPU batch; raise it on purpose
 READ_COLUMNS = [
     "key", "source_uri", "source_bytes", "source_sha256", "width", "height",
-    "image", "bucket", "status", "error", "read_at",
+    "image", "mode", "source_mode", "bit_depth", "metadata", "bucket", "status", "error", "read_at",
 ]  # fmt: skip
 
 
@@ -127,7 +130,7 @@ def list_sources(
         if not fs.exists(root):
             raise FileNotFoundError(f"source {url} does not exist")
         base = root
-        paths = with_retries(lambda: fs.find(root, withdirs=False), f"list {url}")
+        paths = list_files(fs, root)
         if extensions is not None:
             paths = [p for p in paths if _extension(p) in extensions]
     keys = [p[len(base) :].lstrip("/") for p in sorted(paths)]
@@ -144,17 +147,43 @@ def size_bucket(height: int, width: int, multiple: int = 64) -> str:
     return f"{math.ceil(height / multiple) * multiple}x{math.ceil(width / multiple) * multiple}"
 
 
-def _decode(data: bytes) -> np.ndarray:
-    """Pixels (H×W×3 uint8) under the codec's image policy: EXIF orientation, modes, bomb guard."""
-    from codec.image import load_image
+def pack_metadata(metadata: dict[str, bytes]) -> bytes:
+    """Container metadata chunks (ICC, EXIF, XMP, alpha) as one column value: tag, length, data."""
+    out = bytearray()
+    for tag, data in sorted(metadata.items()):
+        name = tag.encode("latin-1")
+        out += len(name).to_bytes(1, "little") + name + len(data).to_bytes(8, "little") + data
+    return bytes(out)
 
-    return np.asarray(load_image(data))
+
+def unpack_metadata(blob: bytes | None) -> dict[str, bytes]:
+    metadata: dict[str, bytes] = {}
+    pos, blob = 0, bytes(blob or b"")
+    while pos < len(blob):
+        n = blob[pos]
+        tag = blob[pos + 1 : pos + 1 + n].decode("latin-1")
+        size = int.from_bytes(blob[pos + 1 + n : pos + 9 + n], "little")
+        metadata[tag] = blob[pos + 9 + n : pos + 9 + n + size]
+        pos += 9 + n + size
+    return metadata
 
 
-def _read_one(uri: str, storage_options: dict[str, Any], max_bytes: int, multiple: int) -> dict[str, Any]:
+def _decode(data: bytes, max_pixels: int) -> dict[str, Any]:
+    """The codec's image policy (EXIF orientation, modes, bomb guard) applied on the CPU."""
+    from codec.image import open_image, prepare
+
+    prepared = prepare(open_image(data, max_pixels=max_pixels), max_pixels=max_pixels)
+    return {
+        "image": prepared.rgb, "mode": prepared.mode, "source_mode": prepared.source_mode,
+        "bit_depth": prepared.bit_depth, "metadata": pack_metadata(prepared.metadata),
+    }  # fmt: skip
+
+
+def _read_one(uri: str, options: dict[str, Any], limits: tuple[int, int], multiple: int) -> dict[str, Any]:
     row: dict[str, Any] = {"status": "ok", "error": None, "read_at": time.time()}
     try:
-        location = open_location(uri, storage_options)
+        max_bytes, max_pixels = limits
+        location = open_location(uri, options)
         fs, path = location.fs, location.root
         size = with_retries(lambda: fs.size(path), f"stat {uri}")
         if size is not None and size > max_bytes:
@@ -163,9 +192,9 @@ def _read_one(uri: str, storage_options: dict[str, Any], max_bytes: int, multipl
         row.update(source_bytes=len(data), source_sha256=hashlib.sha256(data).hexdigest())
         if not data:
             raise ValueError("object is empty (0 bytes)")
-        pixels = _decode(data)
-        height, width = pixels.shape[:2]
-        row.update(image=pixels, width=width, height=height, bucket=size_bucket(height, width, multiple))
+        decoded = _decode(data, max_pixels)
+        height, width = decoded["image"].shape[:2]
+        row.update(decoded, width=width, height=height, bucket=size_bucket(height, width, multiple))
     except Exception as e:  # every failure of one object becomes its error row
         row.update(status="error", error=f"{type(e).__name__}: {e}")
     return row
@@ -175,24 +204,32 @@ def read_images(
     batch: dict[str, np.ndarray],
     storage_options: dict[str, Any] | None = None,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     bucket_multiple: int = 64,
     threads: int = 8,
 ) -> dict[str, Any]:
     """The CPU read stage, for ``ds.map_batches(read_images, fn_kwargs=...)``.
 
-    Input columns ``key`` and ``source_uri``; output adds the pixels (``image``, H×W×3 uint8),
-    ``width``, ``height``, ``bucket`` (padded size), source size and SHA-256, ``status`` and
-    ``error``. A bad object never raises: it becomes a row with ``status="error"`` and a 1×1
-    placeholder image, and flows on to the manifest.
+    Input columns ``key`` and ``source_uri``; output adds the pixels after the codec's image
+    policy (``image``, upright H×W×3 uint8), what the policy recorded (``mode``, ``source_mode``,
+    ``bit_depth``, ``metadata``: ICC/EXIF/XMP/alpha chunks), ``width``, ``height``, ``bucket``
+    (padded size), source size and SHA-256, ``status`` and ``error``. A bad object never
+    raises: it becomes a row with ``status="error"`` and a 1×1 placeholder image, and flows on
+    to the manifest.
     """
     options = dict(storage_options or {})
     uris = [str(u) for u in batch["source_uri"]]
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
-        rows = list(pool.map(lambda u: _read_one(u, options, max_source_bytes, bucket_multiple), uris))
+        rows = list(
+            pool.map(lambda u: _read_one(u, options, (max_source_bytes, max_pixels), bucket_multiple), uris)
+        )
     placeholder = np.zeros((1, 1, 3), np.uint8)
     out: dict[str, Any] = {"key": [str(k) for k in batch["key"]], "source_uri": uris}
     for column in READ_COLUMNS[2:]:
         out[column] = [row.get(column) for row in rows]
     out["image"] = [img if img is not None else placeholder for img in out["image"]]
     out["bucket"] = [b or "" for b in out["bucket"]]
+    out["metadata"] = [m or b"" for m in out["metadata"]]
+    out["mode"] = [m or "" for m in out["mode"]]
+    out["source_mode"] = [m or "" for m in out["source_mode"]]
     return out

@@ -179,5 +179,10 @@ def list_files(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
     fs.invalidate_cache(path)
     if not with_retries(lambda: fs.exists(path), f"stat {path}"):
         return []
-    found = with_retries(lambda: fs.find(path, withdirs=False), f"list {path}")
-    return sorted(found)
+    found = with_retries(lambda: fs.find(path, withdirs=False, detail=True), f"list {path}")
+    # Some S3 servers keep an empty "folder" after its last object is gone, and s3fs then
+    # reports the folder itself as a file: keep real files below ``path`` only.
+    prefix = path.rstrip("/") + "/"
+    return sorted(
+        name for name, info in found.items() if info.get("type") == "file" and name.startswith(prefix)
+    )

@@ -84,7 +84,10 @@ def test_prefix_listing_keeps_images_with_relative_keys(tmp_path: Path) -> None:
     _tree(tmp_path)
     work = list_sources(str(tmp_path))
     assert work["key"].to_pylist() == ["a.jpg", "sub/b.PNG", "sub/deeper/c.webp"]
-    assert all(uri.endswith(key) for uri, key in zip(work["source_uri"].to_pylist(), work["key"].to_pylist()))
+    assert all(
+        uri.endswith(key)
+        for uri, key in zip(work["source_uri"].to_pylist(), work["key"].to_pylist(), strict=True)
+    )
     everything = list_sources(f"file://{tmp_path}", extensions=None)
     assert "notes.txt" in everything["key"].to_pylist()
 
@@ -109,7 +112,9 @@ def test_parquet_work_list_rejects_bad_lists(tmp_path: Path) -> None:
     pq.write_table(pa.table({"path": ["a"]}), tmp_path / "nouri.parquet")
     with pytest.raises(ValueError, match="no 'uri' column"):
         list_sources(str(tmp_path / "nouri.parquet"))
-    pq.write_table(pa.table({"uri": ["/a.jpg", "/b.jpg"], "key": ["same", "same"]}), tmp_path / "clash.parquet")
+    pq.write_table(
+        pa.table({"uri": ["/a.jpg", "/b.jpg"], "key": ["same", "same"]}), tmp_path / "clash.parquet"
+    )
     with pytest.raises(ValueError, match="names two objects"):
         list_sources(str(tmp_path / "clash.parquet"))
     pq.write_table(pa.table({"uri": ["/a.jpg"], "key": ["../escape.jpg"]}), tmp_path / "unsafe.parquet")
