@@ -1,0 +1,267 @@
+"""The user API: ``load_codec`` and ``Codec`` (batched encode/decode of images to ``.dtic`` payloads).
+
+Images of any size: padded right and bottom (replicate) to a multiple of 64, the y grid; z (1/256)
+pads its own grid inside the latent codec, so no 256-pixel padding is paid. Images with the same padded
+size are coded in one batch. The image policy (modes, 16-bit, alpha, EXIF orientation, ICC) is
+``codec.image``'s; the byte layout is ``codec.bitstream``'s.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from codec import bitstream, image
+from codec.config import CONFIGS, CodecConfig, get_config
+from codec.errors import CheckpointError, FormatError, ModelMismatchError
+from codec.latent import CONTEXT_MODULES
+from codec.model import PAD_MULTIPLE, DiTIC
+from codec.weights import MODEL_ID_CHARS, canonical_state_dict, load_checkpoint, weights_hash
+
+__all__ = ["load_codec", "Codec", "EncodedItem", "DecodedItem", "EMBEDDED_WEIGHTS"]
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+BATCH_PIXELS = 1 << 22  # images per batch: as many as fit 4 Mpx of padded pixels (at least one)
+_ENTROPY_MODULES = (*CONTEXT_MODULES, "entropy_bottleneck", "gaussian_conditional")
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class EncodedItem:
+    payload: bytes
+    width: int
+    height: int
+    bpp: float  # payload bits (header included) per image pixel
+    enc_ms: float  # model time on the device (batch time shared among its images)
+    entropy_ms: float  # entropy coding on the CPU (batch time shared among its images)
+
+
+@dataclass(frozen=True)
+class DecodedItem:
+    image: Image.Image
+    dec_ms: float
+    entropy_ms: float
+
+
+def _cast(model: DiTIC, dtype: torch.dtype) -> None:
+    """Cast to ``dtype`` all but the entropy-parameter path, which keeps the checkpoint's precision so
+    that payloads decode the same whatever dtype the rest of the model runs in."""
+    for name, child in model.named_children():
+        if name != "codec":
+            child.to(dtype)
+    for name, child in model.codec.named_children():
+        if name not in _ENTROPY_MODULES:
+            child.to(dtype)
+
+
+def _seeded(cfg: CodecConfig) -> DiTIC:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = DiTIC(cfg)
+    model.update()
+    return model.eval()
+
+
+def _warn_untrained(name: str) -> None:
+    if name not in _warned:
+        _warned.add(name)
+        print(
+            f"ditic: warning: no trained weights for {name!r}; using a seeded, untrained model "
+            "(payloads are valid but the images will not look like the input)",
+            file=sys.stderr,
+        )
+
+
+def load_codec(
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    allow_untrained: bool = False,
+) -> Codec:
+    """A ``Codec`` for a named config (``ditic-small``, ``ditic-test``, ``ditic-official``) or a checkpoint.
+
+    ``ditic-small`` loads the embedded weights when shipped, else a seeded untrained model (with a
+    warning); ``ditic-test`` is always seeded and untrained; ``ditic-official`` needs converted weights
+    at ``codec/weights/ditic-official.safetensors`` (``ditic convert-official``) unless
+    ``allow_untrained`` (random weights, for benchmarks).
+    """
+    name = str(name_or_path)
+    embedded = EMBEDDED_WEIGHTS / f"{name}.safetensors"
+    if name in CONFIGS and name != "ditic-test" and embedded.is_file():
+        return _from_checkpoint(embedded, device, dtype)
+    if name in CONFIGS:
+        if name == "ditic-official" and not allow_untrained:
+            raise CheckpointError(
+                f"no weights for ditic-official at {embedded}: convert the release with "
+                "`ditic convert-official RELEASE.pth OUT.safetensors` and load OUT, "
+                "or pass allow_untrained=True for random weights"
+            )
+        model = _seeded(get_config(name))
+        model_id = weights_hash(canonical_state_dict(model))[:MODEL_ID_CHARS]
+        if name != "ditic-test":
+            _warn_untrained(name)
+        return Codec(model, name, model_id, trained=False, device=device, dtype=dtype)
+    path = Path(name)
+    if not path.is_file():
+        raise CheckpointError(f"{name!r} is neither a known config ({sorted(CONFIGS)}) nor a checkpoint file")
+    return _from_checkpoint(path, device, dtype)
+
+
+def _from_checkpoint(path: Path, device: str | torch.device, dtype: torch.dtype) -> Codec:
+    model, info = load_checkpoint(path)
+    model.update()
+    return Codec(model, info.config.name, info.model_id, trained=info.trained, device=device, dtype=dtype)
+
+
+def _buckets(sizes: Sequence[tuple[int, ...]], batch_pixels: int) -> list[list[int]]:
+    """Indexes grouped by key (first two entries = padded height, width), each group cut to the budget."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, key in enumerate(sizes):
+        groups.setdefault(key, []).append(i)
+    out = []
+    for key, idx in groups.items():
+        per_batch = max(1, batch_pixels // (key[0] * key[1]))
+        out += [idx[i : i + per_batch] for i in range(0, len(idx), per_batch)]
+    return out
+
+
+def _coded(n: int) -> int:
+    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+class Codec:
+    """A loaded model plus the container: encode images to payloads and back. See ``load_codec``."""
+
+    def __init__(
+        self,
+        model: DiTIC,
+        name: str,
+        model_id: str,
+        *,
+        trained: bool,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_pixels: int = BATCH_PIXELS,
+        max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
+    ):
+        _cast(model, dtype)
+        self.model = model.to(device).eval()
+        self.name, self.model_id, self.trained = name, model_id, trained
+        self.device, self.dtype = torch.device(device), dtype
+        self.batch_pixels, self.max_pixels = batch_pixels, max_pixels
+
+    @property
+    def config(self) -> CodecConfig:
+        return self.model.cfg
+
+    @property
+    def qualities(self) -> list[int]:
+        return self.model.qualities
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r}, model_id={self.model_id}, trained={self.trained}, device={self.device})"
+
+    # --- encoding ------------------------------------------------------------------------------
+    def encode(self, images: Iterable[Image.Image | np.ndarray], quality: int | None = None) -> list[bytes]:
+        return [item.payload for item in self.encode_items(images, quality)]
+
+    def encode_items(
+        self, images: Iterable[Image.Image | np.ndarray], quality: int | None = None
+    ) -> list[EncodedItem]:
+        """One ``EncodedItem`` per image, in order. ``quality`` defaults to the highest."""
+        quality = max(self.qualities) if quality is None else quality
+        self.model._check_quality(quality)
+        prepared = [image.prepare(im, max_pixels=self.max_pixels) for im in images]
+        items: list[EncodedItem | None] = [None] * len(prepared)
+        sizes = [(_coded(p.height), _coded(p.width)) for p in prepared]
+        for idx in _buckets(sizes, self.batch_pixels):
+            for i, item in zip(idx, self._encode_batch([prepared[i] for i in idx], quality), strict=True):
+                items[i] = item
+        return items  # type: ignore[return-value]
+
+    def _encode_batch(self, batch: list[image.PreparedImage], quality: int) -> list[EncodedItem]:
+        # same padded size, maybe different sizes: pad each image, then stack
+        x = torch.cat([image.pad(image.to_tensor([p.rgb]), PAD_MULTIPLE)[0] for p in batch])
+        x = x.to(self.device, self.dtype)
+        start = time.perf_counter()
+        strings = self.model.compress(x, quality)
+        total_ms = (time.perf_counter() - start) * 1e3
+        entropy_ms = self.model.codec.coding_seconds * 1e3
+        items = []
+        for p, s in zip(batch, strings, strict=True):
+            header = bitstream.Header(
+                model_id=self.model_id, width=p.width, height=p.height, quality=quality, mode=p.mode,
+                source_mode=p.source_mode, bit_depth=p.bit_depth,
+                pad_right=x.shape[-1] - p.width, pad_bottom=x.shape[-2] - p.height,
+            )  # fmt: skip
+            payload = bitstream.pack(header, s, p.metadata)
+            items.append(
+                EncodedItem(
+                    payload,
+                    p.width,
+                    p.height,
+                    8 * len(payload) / (p.width * p.height),
+                    (total_ms - entropy_ms) / len(batch),
+                    entropy_ms / len(batch),
+                )  # fmt: skip
+            )
+        return items
+
+    # --- decoding ------------------------------------------------------------------------------
+    def info(self, payload: bytes) -> bitstream.Header:
+        """The payload's header, without decoding."""
+        return bitstream.read_header(payload, max_pixels=self.max_pixels)
+
+    def decode(self, payloads: Iterable[bytes]) -> list[Image.Image]:
+        return [item.image for item in self.decode_items(payloads)]
+
+    def decode_items(self, payloads: Iterable[bytes]) -> list[DecodedItem]:
+        """One ``DecodedItem`` per payload, in order; every payload is checked before any decoding."""
+        unpacked = [bitstream.unpack(p, max_pixels=self.max_pixels) for p in payloads]
+        for header, strings, _ in unpacked:
+            self._check_header(header)
+            if len(strings) != 2:
+                raise FormatError(f"expected 2 entropy-coded strings (z, y), the payload has {len(strings)}")
+        keys = [(h.coded_height, h.coded_width, h.quality) for h, _, _ in unpacked]
+        items: list[DecodedItem | None] = [None] * len(unpacked)
+        for idx in _buckets(keys, self.batch_pixels):
+            for i, item in zip(idx, self._decode_batch([unpacked[i] for i in idx]), strict=True):
+                items[i] = item
+        return items  # type: ignore[return-value]
+
+    def _check_header(self, header: bitstream.Header) -> None:
+        if header.model_id != self.model_id:
+            raise ModelMismatchError(
+                f"payload was encoded by model {header.model_id}, but this codec is {self.name} "
+                f"(model {self.model_id}); decode it with the model that encoded it"
+            )
+        if header.quality not in self.qualities:
+            raise ModelMismatchError(f"payload quality {header.quality} not in this model's {self.qualities}")
+        if header.coded_width % PAD_MULTIPLE or header.coded_height % PAD_MULTIPLE:
+            raise FormatError(
+                f"coded size {header.coded_width}x{header.coded_height} is not a multiple of {PAD_MULTIPLE}"
+            )
+
+    def _decode_batch(self, batch: list[tuple[bitstream.Header, list[bytes], dict]]) -> list[DecodedItem]:
+        first = batch[0][0]
+        latent_shape = (first.coded_height // PAD_MULTIPLE, first.coded_width // PAD_MULTIPLE)
+        start = time.perf_counter()
+        x_hat = self.model.decompress([s for _, s, _ in batch], latent_shape, first.quality)
+        pixels = image.to_uint8(x_hat)
+        total_ms = (time.perf_counter() - start) * 1e3
+        entropy_ms = self.model.codec.coding_seconds * 1e3
+        out = []
+        for (header, _, metadata), rgb in zip(batch, pixels, strict=True):
+            restored = image.restore(
+                np.ascontiguousarray(rgb[: header.height, : header.width]), header, metadata
+            )
+            out.append(DecodedItem(restored, (total_ms - entropy_ms) / len(batch), entropy_ms / len(batch)))
+        return out
