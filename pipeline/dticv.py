@@ -449,3 +449,12 @@ def pack_dticv(header: VideoHeader, frames: Iterable, packets: Iterable[CarriedP
     buffer = io.BytesIO()
     write_dticv(buffer, header, frames, packets)
     return buffer.getvalue()
+
+
+def open_container(url: str, storage_options: dict | None = None) -> DticvReader:
+    """A reader over any fsspec URL; every read is a ranged read (with retries)."""
+    from pipeline.storage import open_location, read_bytes
+
+    location = open_location(url, storage_options)
+    fs, path = location.fs, location.root
+    return DticvReader(lambda a, b: read_bytes(fs, path, a, b), fs.size(path))
