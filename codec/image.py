@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -78,7 +78,7 @@ def open_image(
     source: str | os.PathLike | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
     """Open and fully decode an image file; anything unreadable or too large is ``InputImageError``."""
-    name = os.fspath(source) if isinstance(source, str | os.PathLike) else "<image bytes>"
+    name = os.fspath(source) if isinstance(source, str | os.PathLike) else "image"
     if isinstance(source, bytes | bytearray):
         if not source:
             raise InputImageError(f"cannot read {name}: it is empty (0 bytes)")
@@ -96,7 +96,9 @@ def open_image(
             raise InputImageError(f"cannot read {name}: it is empty (0 bytes)") from e
         if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
             raise
-        raise InputImageError(f"cannot read {name}: not a readable image ({e})") from e
+        if isinstance(e, UnidentifiedImageError):
+            raise InputImageError(f"cannot read {name}: not an image format Pillow knows, or corrupt") from e
+        raise InputImageError(f"cannot read {name}: corrupt or truncated image ({e})") from e
     return image
 
 
