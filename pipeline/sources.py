@@ -31,8 +31,6 @@ __all__ = [
     "read_images",
     "size_bucket",
     "READ_COLUMNS",
-    "pack_metadata",
-    "unpack_metadata",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -43,7 +41,7 @@ DEFAULT_MAX_SOURCE_BYTES = 512 * 1024**2
 DEFAULT_MAX_PIXELS = 64 * 1024**2  # 8k x 8k: more does not fit one GPU batch; raise it on purpose
 READ_COLUMNS = [
     "key", "source_uri", "source_bytes", "source_sha256", "width", "height",
-    "image", "mode", "source_mode", "bit_depth", "metadata", "bucket", "status", "error", "read_at",
+    "image", "mode", "source", "bucket", "status", "error", "read_at",
 ]  # fmt: skip
 
 
@@ -147,36 +145,23 @@ def size_bucket(height: int, width: int, multiple: int = 64) -> str:
     return f"{math.ceil(height / multiple) * multiple}x{math.ceil(width / multiple) * multiple}"
 
 
-def pack_metadata(metadata: dict[str, bytes]) -> bytes:
-    """Container metadata chunks (ICC, EXIF, XMP, alpha) as one column value: tag, length, data."""
-    out = bytearray()
-    for tag, data in sorted(metadata.items()):
-        name = tag.encode("latin-1")
-        out += len(name).to_bytes(1, "little") + name + len(data).to_bytes(8, "little") + data
-    return bytes(out)
-
-
-def unpack_metadata(blob: bytes | None) -> dict[str, bytes]:
-    metadata: dict[str, bytes] = {}
-    pos, blob = 0, bytes(blob or b"")
-    while pos < len(blob):
-        n = blob[pos]
-        tag = blob[pos + 1 : pos + 1 + n].decode("latin-1")
-        size = int.from_bytes(blob[pos + 1 + n : pos + 9 + n], "little")
-        metadata[tag] = blob[pos + 9 + n : pos + 9 + n + size]
-        pos += 9 + n + size
-    return metadata
-
-
 def _decode(data: bytes, max_pixels: int) -> dict[str, Any]:
-    """The codec's image policy (EXIF orientation, modes, bomb guard) applied on the CPU."""
+    """Decode under the codec's image policy (EXIF orientation, modes, bomb guard) on the CPU.
+
+    ``image`` is what the model will code (upright 8-bit RGB). For a plain image that is the
+    whole story; for anything the policy keeps more of (alpha, grey, 16-bit, ICC/EXIF/XMP) the
+    source bytes travel on in ``source`` so the encoder can hand the codec the full image.
+    """
     from codec.image import open_image, prepare
 
     prepared = prepare(open_image(data, max_pixels=max_pixels), max_pixels=max_pixels)
-    return {
-        "image": prepared.rgb, "mode": prepared.mode, "source_mode": prepared.source_mode,
-        "bit_depth": prepared.bit_depth, "metadata": pack_metadata(prepared.metadata),
-    }  # fmt: skip
+    plain = (prepared.mode, prepared.source_mode, prepared.bit_depth, prepared.metadata) == (
+        "RGB",
+        "RGB",
+        8,
+        {},
+    )
+    return {"image": prepared.rgb, "mode": prepared.mode, "source": b"" if plain else data}
 
 
 def _read_one(uri: str, options: dict[str, Any], limits: tuple[int, int], multiple: int) -> dict[str, Any]:
@@ -211,11 +196,11 @@ def read_images(
     """The CPU read stage, for ``ds.map_batches(read_images, fn_kwargs=...)``.
 
     Input columns ``key`` and ``source_uri``; output adds the pixels after the codec's image
-    policy (``image``, upright H×W×3 uint8), what the policy recorded (``mode``, ``source_mode``,
-    ``bit_depth``, ``metadata``: ICC/EXIF/XMP/alpha chunks), ``width``, ``height``, ``bucket``
-    (padded size), source size and SHA-256, ``status`` and ``error``. A bad object never
-    raises: it becomes a row with ``status="error"`` and a 1×1 placeholder image, and flows on
-    to the manifest.
+    policy (``image``, upright H×W×3 uint8), the mode decoding will return (``mode``), the
+    source bytes where the policy keeps more than RGB (``source``; empty otherwise), ``width``,
+    ``height``, ``bucket`` (padded size), source size and SHA-256, ``status`` and ``error``.
+    A bad object never raises: it becomes a row with ``status="error"`` and a 1×1 placeholder
+    image, and flows on to the manifest.
     """
     options = dict(storage_options or {})
     uris = [str(u) for u in batch["source_uri"]]
@@ -229,7 +214,6 @@ def read_images(
         out[column] = [row.get(column) for row in rows]
     out["image"] = [img if img is not None else placeholder for img in out["image"]]
     out["bucket"] = [b or "" for b in out["bucket"]]
-    out["metadata"] = [m or b"" for m in out["metadata"]]
+    out["source"] = [m or b"" for m in out["source"]]
     out["mode"] = [m or "" for m in out["mode"]]
-    out["source_mode"] = [m or "" for m in out["source_mode"]]
     return out

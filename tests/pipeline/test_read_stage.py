@@ -8,7 +8,7 @@ import numpy as np
 from corpus import build_corpus
 from PIL import Image, ImageOps
 
-from pipeline.sources import list_sources, read_images, unpack_metadata
+from pipeline.sources import list_sources, read_images
 
 
 def _read(folder: Path, **kwargs) -> dict[str, dict]:
@@ -36,9 +36,8 @@ def test_bad_inputs_become_error_rows_and_odd_modes_follow_the_policy(tmp_path, 
             assert want in row["error"], (key, row["error"])
             assert row["image"].shape == (1, 1, 3)
     assert rows["good/exif_rotated.jpg"]["image"].shape[:2] == (96, 64)  # stored 64x96, shown upright
-    assert rows["good/alpha.png"]["mode"] == "RGBA" and "ALPH" in unpack_metadata(
-        rows["good/alpha.png"]["metadata"]
-    )
+    assert rows["good/alpha.png"]["mode"] == "RGBA" and rows["good/alpha.png"]["source"]
+    assert rows["good/plain.jpg"]["mode"] == "RGB" and rows["good/plain.jpg"]["source"] == b""
     assert rows["good/grey.png"]["mode"] == "L"
     assert rows["bad/empty.jpg"]["source_bytes"] == 0
 
