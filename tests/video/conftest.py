@@ -112,3 +112,6 @@ def bad_files(tmp_path_factory, clips) -> dict[str, Path]:
         stream.layout = "stereo"
         _write_tone(out, stream, seconds=0.2)
     return {"truncated": truncated, "text": text, "audio_only": audio_only}
+
+
+from fixtures_stack import ray_cluster, s3_store  # noqa: E402, F401 - session fixtures for the job tests
