@@ -25,7 +25,6 @@ Each stream ends with a 16-bit check of the decoded values so a truncated or gar
 
 from __future__ import annotations
 
-import hashlib
 import math
 import zlib
 from dataclasses import dataclass
@@ -140,16 +139,16 @@ class _TableCache:
     """Caches ``_Tables`` keyed by the content of the buffers (they change on update/load)."""
 
     def __init__(self) -> None:
-        self._key: bytes | None = None
+        self._key: tuple | None = None
         self._tables: _Tables | None = None
 
     def get(self, cdf: Tensor, cdf_length: Tensor, offset: Tensor) -> _Tables:
         if offset.numel() == 0:
             raise RuntimeError("entropy model tables are empty: run update() first")
-        h = hashlib.sha1()
-        for t in (cdf, cdf_length, offset):
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        key = h.digest()
+        key = tuple(
+            (tuple(t.shape), zlib.crc32(t.detach().cpu().contiguous().numpy()))
+            for t in (cdf, cdf_length, offset)
+        )
         if key != self._key:
             self._tables, self._key = _Tables.build(cdf, cdf_length, offset), key
         return self._tables

@@ -39,10 +39,12 @@ def test_load_accepts_resized_cdf_tables() -> None:
         trained.quantiles.copy_(torch.tensor([-30.0, 0.5, 25.0]).repeat(8, 1, 1))
     trained.update()
     fresh = EntropyBottleneck(8)
+    fresh.update()
+    z = torch.randn(1, 8, 4, 4) * 10
+    assert fresh.compress(z) != trained.compress(z)  # its own tables, now cached
     fresh.load_state_dict(trained.state_dict())
     assert fresh._quantized_cdf.shape == trained._quantized_cdf.shape
-    z = torch.randn(1, 8, 4, 4) * 10
-    assert trained.compress(z) == fresh.compress(z)
+    assert fresh.compress(z) == trained.compress(z)  # the cache follows the loaded tables
     gc = GaussianConditional()
     gc.load_state_dict(GaussianConditional().state_dict())  # empty tables load too
     assert gc._offset.numel() == 0
