@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "CheckpointInfo",
+    "canonical_names",
     "canonical_state_dict",
     "weights_hash",
     "save_checkpoint",
@@ -69,18 +70,17 @@ def _code_version() -> str:
         return "0+unknown"
 
 
+def canonical_names(model: nn.Module) -> set[str]:
+    """State-dict names without aliases: each parameter or buffer under its first name."""
+    first = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    return first & set(model.state_dict(keep_vars=True))
+
+
 def canonical_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """``state_dict`` with each shared tensor once (first name wins), contiguous, sorted by name."""
-    out: dict[str, Tensor] = {}
-    seen: set[tuple] = set()
-    for name, tensor in model.state_dict().items():
-        if tensor.numel():
-            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-            if key in seen:
-                continue
-            seen.add(key)
-        out[name] = tensor.detach().contiguous()
-    return dict(sorted(out.items()))
+    names = canonical_names(model)
+    state = model.state_dict()
+    return {name: state[name].detach().contiguous() for name in sorted(names)}
 
 
 def weights_hash(state: dict[str, Tensor]) -> str:
@@ -160,29 +160,27 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
 
 
 def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load a canonical (alias-free) state into ``model``; raises CheckpointError naming bad keys."""
-    expected = model.state_dict()
-    canonical = canonical_state_dict(model)
-    aliases = set(expected) - set(canonical)
+    """Load a canonical (alias-free) state into ``model`` (tensors are assigned, not copied, so the
+    model may be built on the meta device); raises CheckpointError naming the keys that do not fit."""
+    expected = model.state_dict(keep_vars=True)
+    canonical = canonical_names(model)
     unexpected = sorted(set(state) - set(expected))
-    missing = sorted(set(canonical) - set(state))
+    missing = sorted(canonical - set(state))
     if unexpected or missing:
         raise CheckpointError(
             f"{source}: checkpoint does not fit the config: missing {missing[:8]} ({len(missing)}), "
             f"unexpected {unexpected[:8]} ({len(unexpected)})"
         )
     for name, tensor in state.items():
-        if name in DERIVED_BUFFERS:
-            continue
-        if tuple(tensor.shape) != tuple(expected[name].shape):
+        if name not in DERIVED_BUFFERS and tuple(tensor.shape) != tuple(expected[name].shape):
             raise CheckpointError(
                 f"{source}: {name} has shape {tuple(tensor.shape)}, "
                 f"config expects {tuple(expected[name].shape)}"
             )
-    result = model.load_state_dict(state, strict=False)
-    left = set(result.missing_keys) - aliases
-    if left or result.unexpected_keys:
-        raise CheckpointError(f"{source}: keys not loaded: {sorted(left)[:8]} {result.unexpected_keys[:8]}")
+    model.load_state_dict(state, strict=False, assign=True)
+    left = [n for n, t in model.state_dict(keep_vars=True).items() if t.is_meta]
+    if left:
+        raise CheckpointError(f"{source}: tensors not loaded: {left[:8]}")
 
 
 def load_checkpoint(
@@ -200,7 +198,8 @@ def load_checkpoint(
                 f"{path}: weights hash {digest[:MODEL_ID_CHARS]} does not match the stored model id "
                 f"{info.model_id} (corrupt or edited file)"
             )
-    model = _build(info.config)
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        model = _build(info.config)
     load_state(model, state, str(path))
     return model.to(device).eval(), info
 
@@ -243,20 +242,15 @@ def convert_official(pth_path: str | Path, out_path: str | Path) -> str:
     release = _unwrap_release(_torch_load(pth_path), str(pth_path))
     with torch.device("meta"):  # the tensors come from the release file (memory-mapped when possible)
         model = _build(get_config("ditic-official"))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(release))
-    unexpected = sorted(set(release) - set(expected))
+    expected = set(model.state_dict(keep_vars=True))
+    missing = sorted(expected - set(release))
+    unexpected = sorted(set(release) - expected)
     if missing or unexpected:
         raise CheckpointError(
             f"{pth_path}: not the release layout: missing {missing[:8]} ({len(missing)}), "
             f"unexpected {unexpected[:8]} ({len(unexpected)})"
         )
-    state = {k: v for k, v in release.items() if k not in DERIVED_BUFFERS}
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{pth_path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
-            )
-    model.load_state_dict(state, strict=False, assign=True)
+    names = canonical_names(model)
+    load_state(model, {k: v for k, v in release.items() if k in names}, str(pth_path))
     model.update(force=True)
     return save_checkpoint(model, out_path, trained=True, extra={"source": pth_path.name})
