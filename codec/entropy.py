@@ -263,6 +263,14 @@ def _finite_numpy(x: Tensor, what: str) -> np.ndarray:
     return a
 
 
+def _representable(q: Tensor, dtype: torch.dtype) -> Tensor:
+    """``q`` in ``dtype``; a value that overflows it can only come from a corrupt stream."""
+    q = q.to(dtype)
+    if not torch.isfinite(q).all():
+        raise FormatError(f"entropy-coded stream is corrupt: a decoded value overflows {dtype}")
+    return q
+
+
 def _ste_round(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
@@ -432,7 +440,8 @@ class EntropyBottleneck(nn.Module):
             reader.finish()
         medians = self._medians().detach().view(1, -1, 1, 1)
         q = torch.from_numpy(np.stack(items) if items else np.zeros((0, idx.size)))
-        return q.reshape(len(items), self.channels, h, w).to(medians) + medians
+        q = _representable(q.reshape(len(items), self.channels, h, w), medians.dtype)
+        return q.to(medians.device) + medians
 
 
 class GaussianConditional(nn.Module):
@@ -589,11 +598,10 @@ class GaussianStreamDecoder:
             raise FormatError(
                 f"entropy-coded stream is corrupt: {count} index escapes for {idx.size} symbols"
             )
-        positions = np.cumsum(self._reader.uints(count))
-        levels = np.array(self._reader.uints(count))
-        if positions[-1] >= idx.size or levels.max() >= len(self._tables.models):
+        deltas, levels = self._reader.uints(count), self._reader.uints(count)
+        if sum(deltas) >= idx.size or max(levels) >= len(self._tables.models):
             raise FormatError("entropy-coded stream is corrupt: index escape out of range")
-        idx[positions] = levels
+        idx[np.cumsum(deltas)] = levels
 
     def decode(self, scales: Tensor, means: Tensor | None = None) -> Tensor:
         """``y_hat`` of ``scales``' shape, on ``means``' (else ``scales``') device and dtype."""
@@ -601,9 +609,8 @@ class GaussianStreamDecoder:
         idx = scale_indexes(s, self._boundaries)
         self._read_guards(idx)
         q = torch.from_numpy(self._reader.symbols(idx, self._tables)).reshape(scales.shape)
-        if means is None:
-            return q.to(scales)
-        return q.to(means) + means
+        q = _representable(q, (means if means is not None else scales).dtype)
+        return q.to(scales.device) if means is None else q.to(means.device) + means
 
     def finish(self) -> None:
         """Raises FormatError (ChecksumError) if the stream is corrupt, short or has data left over."""
