@@ -1,0 +1,304 @@
+"""``ditic bench``: codec and pipeline throughput/latency benchmarks, and the cross-device export.
+
+Modes:
+  codec     the model alone on in-memory images (no I/O): encode/decode latency p50/p99 per image,
+            images/s and megapixels/s per GPU, the decode split (entropy + heads / DiT / DC-AE decode),
+            peak GPU memory, CPU entropy-coding time. Warm-up iterations are excluded.
+  pipeline  the real compress job (see ``pipeline.job``), beside the codec-only rate of the same run.
+  export    encode real photos on this device and write the payloads, the decoded latents and pixels,
+            so another device can prove it decodes them the same (``tools/check_decode.py``).
+
+Results: a Parquet table, a Markdown table and a JSON file under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--mode", choices=["codec", "pipeline", "export"], default="codec")
+    parser.add_argument("--model", default="ditic-small", help="config name or checkpoint path")
+    parser.add_argument("--sizes", default="768x512", help="comma-separated WxH list")
+    parser.add_argument("--dtypes", default="fp32", help=f"comma-separated, of {sorted(DTYPES)}")
+    parser.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=5, help="timed iterations per point")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per point")
+    parser.add_argument("--quality", type=int, default=None)
+    parser.add_argument("--device", default=None, help="cuda if available, else cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--images", default=None, help="folder of photos to use (default: examples/photos)")
+    parser.add_argument("--no-stages", action="store_true", help="skip the per-stage decode split")
+    parser.add_argument("--out", default="out/bench", help="folder for the results")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.mode == "export":
+        export_payloads(args.model, device, out, _photo_paths(args.images))
+        return 0
+    if args.mode == "pipeline":
+        from pipeline.job import bench_pipeline  # the pipeline engineer's entry point
+
+        rows = bench_pipeline(args, device)
+    else:
+        rows = bench_codec(args, device)
+    _write(rows, out, args)
+    return 0
+
+
+# --- inputs ------------------------------------------------------------------------------------
+def _photo_paths(folder: str | None) -> list[Path]:
+    root = Path(folder) if folder else REPO / "examples" / "photos"
+    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if not paths:
+        raise ValueError(f"no photos (.jpg/.png) in {root}")
+    return paths
+
+
+def _photos(paths: list[Path], width: int, height: int, n: int) -> list:
+    """n real photos cut to exactly width x height (cover-crop), cycling through ``paths``."""
+    from PIL import Image, ImageOps
+
+    out = []
+    for i in range(n):
+        with Image.open(paths[i % len(paths)]) as im:
+            out.append(ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (width, height)))
+    return out
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        w, _, h = part.strip().lower().partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise ValueError(f"size must look like 768x512, got {part!r}")
+        sizes.append((int(w), int(h)))
+    return sizes
+
+
+# --- timing ------------------------------------------------------------------------------------
+class _Clock:
+    """Wall time around a callable with the device synchronised before and after."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def __call__(self, fn, *args):  # noqa: ANN001, ANN204
+        self.sync()
+        start = time.perf_counter()
+        result = fn(*args)
+        self.sync()
+        return result, (time.perf_counter() - start) * 1e3
+
+
+def _timed(clock: _Clock, fn, args: tuple, warmup: int, repeats: int) -> tuple[object, list[float]]:  # noqa: ANN001
+    result = None
+    for _ in range(warmup):
+        result, _ = clock(fn, *args)
+    times = []
+    for _ in range(repeats):
+        result, ms = clock(fn, *args)
+        times.append(ms)
+    return result, times
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _peak(device: str, fn) -> tuple[object, float]:  # noqa: ANN001
+    import torch
+
+    if not device.startswith("cuda"):
+        return fn(), float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    result = fn()
+    torch.cuda.synchronize()
+    return result, torch.cuda.max_memory_allocated() / 2**30
+
+
+def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[str, float]:  # noqa: ANN001
+    """Median ms of the decode split for one payload: entropy decoding + heads, DiT step, DC-AE decode."""
+    from codec import bitstream
+    from codec.model import PAD_MULTIPLE
+
+    header, strings, _ = bitstream.unpack(payloads[0])
+    shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
+    model = codec.model
+    split: dict[str, list[float]] = {"entropy_heads_ms": [], "dit_ms": [], "vae_decode_ms": []}
+    for _ in range(repeats):
+        heads, a = clock(model.decompress_heads, [strings], shape, header.quality)
+        (latent_hat, _), b = clock(model.synthesize, heads)
+        _, c = clock(model.decode_pixels, latent_hat)
+        for key, ms in zip(split, (a, b, c), strict=True):
+            split[key].append(ms)
+    return {k: statistics.median(v) for k, v in split.items()}
+
+
+def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
+    import torch
+
+    from codec.api import load_codec
+
+    paths = _photo_paths(args.images)
+    clock = _Clock(device)
+    rows = []
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, DTYPES[dtype_name.strip()])
+        codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True)
+        quality = args.quality or max(codec.qualities)
+        for width, height in _parse_sizes(args.sizes):
+            for batch in (int(b) for b in args.batch_sizes.split(",")):
+                images = _photos(paths, width, height, batch)
+                row = _bench_point(codec, images, quality, clock, args, device)
+                row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        del codec
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _bench_point(codec, images: list, quality: int, clock: _Clock, args, device: str) -> dict:  # noqa: ANN001
+    batch = len(images)
+    encoded, enc_peak = _peak(
+        device, lambda: _timed(clock, codec.encode_items, (images, quality), args.warmup, args.repeats)
+    )
+    items, enc_times = encoded
+    payloads = [it.payload for it in items]
+    decoded, dec_peak = _peak(
+        device, lambda: _timed(clock, codec.decode_items, (payloads,), args.warmup, args.repeats)
+    )
+    dec_items, dec_times = decoded
+    megapixels = images[0].width * images[0].height / 1e6
+    row = {
+        "enc_ms_p50": _pct(enc_times, 50) / batch, "enc_ms_p99": _pct(enc_times, 99) / batch,
+        "dec_ms_p50": _pct(dec_times, 50) / batch, "dec_ms_p99": _pct(dec_times, 99) / batch,
+        "enc_images_s": 1e3 * batch / _pct(enc_times, 50), "dec_images_s": 1e3 * batch / _pct(dec_times, 50),
+        "enc_mpx_s": 1e3 * batch * megapixels / _pct(enc_times, 50),
+        "dec_mpx_s": 1e3 * batch * megapixels / _pct(dec_times, 50),
+        "enc_entropy_ms": statistics.mean(it.entropy_ms for it in items),
+        "dec_entropy_ms": statistics.mean(it.entropy_ms for it in dec_items),
+        "enc_peak_gib": enc_peak, "dec_peak_gib": dec_peak,
+        "bpp": statistics.mean(it.bpp for it in items),
+    }  # fmt: skip
+    if batch == 1 and not args.no_stages:
+        row.update(_stages(codec, payloads, clock, args.repeats))
+    return row
+
+
+# --- cross-device export -----------------------------------------------------------------------
+def export_payloads(model: str, device: str, out: Path, paths: list[Path]) -> None:
+    """Encode photos (cut to 256x192) with every quality on ``device``; write payloads + decoded y_hat and
+    pixels (``expected.npz``) so a CPU can check that it decodes the same latents (tools/check_decode.py)."""
+    import torch
+
+    from codec import bitstream
+    from codec.api import load_codec
+    from codec.model import PAD_MULTIPLE
+
+    codec = load_codec(model, device=device, allow_untrained=True)
+    images = _photos(paths, 256, 192, len(paths))
+    arrays, payload_files = {}, []
+    for quality in codec.qualities:
+        for i, payload in enumerate(codec.encode(images, quality)):
+            name = f"{Path(model).stem}-q{quality}-{i}"
+            (out / f"{name}.dtic").write_bytes(payload)
+            header, strings, _ = bitstream.unpack(payload)
+            shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
+            heads = codec.model.decompress_heads([strings], shape, quality)
+            arrays[f"{name}/y_hat"] = heads["y_hat"].cpu().numpy()
+            arrays[f"{name}/pixels"] = np.asarray(codec.decode([payload])[0])
+            payload_files.append(name)
+    np.savez_compressed(out / "expected.npz", **arrays)
+    info = {"model": model, "model_id": codec.model_id, "device": _device_name(device),
+            "torch": torch.__version__, "items": payload_files}  # fmt: skip
+    (out / "expected.json").write_text(json.dumps(info, indent=1))
+    print(f"exported {len(payload_files)} payloads of {model} ({codec.model_id}) to {out}")
+
+
+# --- reporting ---------------------------------------------------------------------------------
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def _write(rows: list[dict], out: Path, args: argparse.Namespace) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not rows:
+        return
+    meta = {"device": _device_name(args.device or _default_device()), "date": datetime.now(UTC).isoformat(),
+            "command": "ditic bench " + " ".join(_argv(args))}  # fmt: skip
+    for row in rows:
+        row.update(meta)
+    pq.write_table(pa.Table.from_pylist(rows), out / f"bench-{args.mode}.parquet")
+    (out / f"bench-{args.mode}.json").write_text(json.dumps(rows, indent=1))
+    table = markdown_table(rows)
+    (out / f"bench-{args.mode}.md").write_text(
+        f"{meta['device']}, {meta['date']}\n\n`{meta['command']}`\n\n{table}"
+    )
+    print(table)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    skip = {"command", "_module"}
+    return [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in skip and v is not None]
+
+
+COLUMNS = [("model", "model"), ("dtype", "dtype"), ("size", None), ("batch", "batch"),
+           ("enc ms p50", "enc_ms_p50"), ("dec ms p50", "dec_ms_p50"), ("dec ms p99", "dec_ms_p99"),
+           ("enc img/s", "enc_images_s"), ("dec img/s", "dec_images_s"),
+           ("entropy+heads / DiT / DC-AE ms", None), ("peak GiB enc/dec", None)]  # fmt: skip
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(c for c, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for r in rows:
+        cells = []
+        for title, key in COLUMNS:
+            if title == "size":
+                cells.append(f"{r['width']}x{r['height']}")
+            elif title.startswith("entropy"):
+                parts = [r.get(k) for k in ("entropy_heads_ms", "dit_ms", "vae_decode_ms")]
+                cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
+            elif title.startswith("peak"):
+                cells.append(f"{r['enc_peak_gib']:.2f} / {r['dec_peak_gib']:.2f}")
+            else:
+                v = r[key]
+                cells.append(f"{v:.1f}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
