@@ -93,6 +93,8 @@ class LowerBound(nn.Module):
 def _quantized_cdf(pmf: np.ndarray, tail_mass: float) -> np.ndarray:
     """pmf (n,) + tail mass -> CDF (n + 2,) in [0, 2^16], every bin (escape included) >= 1."""
     total = 1 << CDF_PRECISION
+    if len(pmf) >= total:
+        raise ValueError(f"a table of {len(pmf)} values does not fit {CDF_PRECISION}-bit precision")
     p = np.append(np.clip(pmf, 0.0, None), max(tail_mass, 0.0))
     freq = np.maximum(np.rint(p / p.sum() * total).astype(np.int64), 1)
     while freq.sum() != total:  # take from / give to the largest bins that can afford it
@@ -124,10 +126,14 @@ class _Tables:
     @staticmethod
     def build(cdf: Tensor, cdf_length: Tensor, offset: Tensor) -> _Tables:
         cdf_np, lengths = cdf.cpu().numpy().astype(np.int64), cdf_length.cpu().numpy().astype(np.int64)
+        if not len(lengths) == len(cdf_np) == offset.numel():
+            raise ValueError(
+                f"CDF tables disagree: {len(cdf_np)} rows, {len(lengths)} lengths, {offset.numel()} offsets"
+            )
         models = []
         for row, n in zip(cdf_np, lengths, strict=True):
             pmf = np.diff(row[:n]).astype(np.float64)
-            if n < 3 or (pmf <= 0).any():
+            if not 3 <= n <= len(row) or (pmf <= 0).any():
                 raise ValueError(
                     f"invalid quantized CDF row of length {n}; rebuild it with update(force=True)"
                 )
