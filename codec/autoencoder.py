@@ -79,7 +79,7 @@ def decode_latent(
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap must be in [0, {tile}), got {overlap}")
     rows, cols = _starts(h, tile, overlap), _starts(w, tile, overlap)
-    out = None
+    out = total = None
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             piece = vae.decoder(latent[..., r : r + tile, c : c + tile])
@@ -87,10 +87,11 @@ def decode_latent(
             weight = _tile_weights(rows, cols, i, j, (th, tw), latent.device).to(piece.dtype)
             if out is None:
                 out = piece.new_zeros((latent.shape[0], piece.shape[1], h * DOWNSCALE, w * DOWNSCALE))
-            out[..., r * DOWNSCALE : (r + th) * DOWNSCALE, c * DOWNSCALE : (c + tw) * DOWNSCALE] += (
-                piece * weight
-            )
-    return out
+                total = piece.new_zeros((h * DOWNSCALE, w * DOWNSCALE))
+            region = (slice(r * DOWNSCALE, (r + th) * DOWNSCALE), slice(c * DOWNSCALE, (c + tw) * DOWNSCALE))
+            out[(..., *region)] += piece * weight
+            total[region] += weight
+    return out / total  # where three tiles meet the ramps do not sum to one
 
 
 class _Bottleneck(nn.Module):
