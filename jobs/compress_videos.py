@@ -401,7 +401,10 @@ def compress_videos(job: VideoJob, address: str | None = None) -> dict[str, Any]
         actor_cls = ray.remote(VideoEncoder).options(num_cpus=job.cpus_per_actor, num_gpus=job.gpus_per_actor)
         args = (job.model, job.device, job.dtype, job.quality, job.batch_size, job.verify, threads)
         actors = [actor_cls.remote(*args) for _ in range(job.actors)]
-        model_id, quality = ray.get(actors[0].info.remote())
+        try:
+            model_id, quality = ray.get(actors[0].info.remote())
+        except ray.exceptions.RayError as e:  # the codec did not load: say why, not Ray's trace
+            raise ValueError(f"encoder actor failed to start: {str(e).strip().splitlines()[-1]}") from e
         rows = _Driver(job, actors, model_id, quality).run(todo)
         for actor in actors:
             ray.kill(actor)

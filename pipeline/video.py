@@ -141,6 +141,27 @@ def _try_decode(vs, packet) -> Any:
     return frames[0] if frames else None
 
 
+def _declared_seconds(container, vs) -> float | None:
+    """The video stream's duration as the container's header states it (None when it does not)."""
+    if vs.duration and vs.time_base:
+        return float(vs.duration * vs.time_base)
+    tag = vs.metadata.get("DURATION", "")  # Matroska writes it per track
+    try:
+        h, m, sec = tag.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        only_video = len(container.streams) == 1
+        return container.duration / av.time_base if only_video and container.duration else None
+
+
+def _truncation(declared: float | None, slots: list[FrameSlot], tb: Fraction) -> str:
+    """A warning when the packets end well before the duration the header declares."""
+    found = float((slots[-1].pts + slots[-1].duration - slots[0].pts) * tb)
+    if declared is None or declared - found <= max(3 * float(slots[-1].duration * tb), 0.05 * declared):
+        return ""
+    return f"the video ends at {found:.3f} s but its container declares {declared:.3f} s (truncated file?)"
+
+
 def _slots(video: list[tuple], tick: int) -> tuple[list[FrameSlot], bool]:
     """Presentation-order frame slots from video packets (decode order)."""
     stamps = [pts if pts is not None else dts for pts, dts, _, _ in video]
@@ -175,6 +196,7 @@ def probe_video(source: Source, name: str = "") -> VideoProbe:
         if first is None:
             raise VideoInputError(f"the video stream has no decodable frame{note}")
         slots, splittable = _slots(video, tick)
+        warning = warning or _truncation(_declared_seconds(container, vs), slots, tb)
         fmt = first.format
         header = VideoHeader(
             width=first.width, height=first.height, time_base=tb, frame_rate=rate,

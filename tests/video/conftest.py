@@ -111,7 +111,9 @@ def bad_files(tmp_path_factory, clips) -> dict[str, Path]:
         stream = out.add_stream("libopus", rate=48000)
         stream.layout = "stereo"
         _write_tone(out, stream, seconds=0.2)
-    return {"truncated": truncated, "text": text, "audio_only": audio_only}
+    cut = d / "cut.mkv"  # Matroska cut mid-stream: opens, but its packets stop early
+    cut.write_bytes(make_clip(d / "whole.mkv", frames=20).read_bytes()[:2500])
+    return {"truncated": truncated, "text": text, "audio_only": audio_only, "cut": cut}
 
 
 from fixtures_stack import ray_cluster, s3_store  # noqa: E402, F401 - session fixtures for the job tests

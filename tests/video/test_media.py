@@ -86,6 +86,14 @@ def test_unreadable_videos_raise_clear_errors(bad_files, name, message):
         probe_video(str(bad_files[name]))
 
 
+def test_cut_stream_is_flagged_but_readable(bad_files):
+    source = str(bad_files["cut"])
+    probe = probe_video(source)
+    assert 0 < probe.frame_count < 20 and "truncated" in probe.warning
+    decoded = decode_range(source, probe, 0, probe.frame_count)
+    assert len(decoded.frames) == probe.frame_count and not decoded.errors
+
+
 def _restore(source: str, out: str, codec: str) -> None:
     probe = probe_video(source)
     frames = decode_range(source, probe, 0, probe.frame_count).frames
