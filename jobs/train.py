@@ -1,0 +1,341 @@
+"""``ditic train``: train a DiT-IC model in one process or on Ray Train, then export its weights.
+
+    ditic train --config ditic-small --data .carry/train --out runs/small --minutes 8 \\
+        --time-budget-min 8.5 --export runs/small/ditic-small.safetensors
+    ditic train ... --resume            # continue from runs/small/state (another GPU session)
+    ditic train ... --ray --num-workers 4   # DDP over 4 GPUs through ray.train.torch.TorchTrainer
+
+The loop itself is :class:`jobs.train_loop.Trainer`; see there for the stages. docs/TRAINING.md
+holds the recipe and the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codec.config import CodecConfig, get_config
+from codec.losses import LAMBDA_MAX, LAMBDA_MIN
+
+__all__ = [
+    "TrainOptions",
+    "add_arguments",
+    "run",
+    "train",
+    "train_ray",
+    "export_weights",
+    "evaluate_held_out",
+]
+
+log = logging.getLogger("ditic.train")
+
+
+@dataclass
+class TrainOptions:
+    """Everything one training run needs; plain data, so it travels to Ray workers as a dict."""
+
+    data: str = ""
+    config: str = "ditic-small"
+    out: str = "runs/train"
+    steps: int = 3000
+    minutes: float | None = None  # schedule by minutes of training (across resumes) instead of steps
+    batch_size: int = 16
+    crop: int = 256
+    lr: float = 3e-4
+    aux_lr: float = 1e-3
+    warmup: int = 100
+    stage: str = "auto"  # auto | A | B | C
+    stage_a: float = 0.25
+    stage_c: float = 0.0
+    lambda_max: float = LAMBDA_MAX
+    lambda_min: float = LAMBDA_MIN
+    perceptual: str = "vgg"  # vgg | alex | none
+    perceptual_weight: float = 1.0
+    distill_weight: float = 0.05
+    gan_weight: float = 0.5
+    distill: bool = True
+    variance_guidance: bool = True
+    prompter: bool = True
+    freeze_encoder: bool = True
+    ema_decay: float = 0.999
+    grad_clip: float = 4.0
+    seed: int = 0
+    bf16: bool = True
+    holdout: int = 0
+    max_side: int | None = None
+    max_images: int | None = None
+    loader_threads: int = 16
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    log_every: int = 25
+    save_every_min: float = 3.0
+    time_budget_min: float | None = None
+    reserve_s: float = 5.0  # kept free at the end of the budget for export and evaluation
+    state_budget_mib: float | None = None
+
+    def codec_config(self) -> CodecConfig:
+        """The named config with the ablation switches applied (they travel in the checkpoint)."""
+        cfg = get_config(self.config)
+        changes: dict[str, Any] = {}
+        if not self.variance_guidance:
+            changes["flow.variance_guidance"] = False
+        if not self.prompter:
+            changes["prompter.mode"] = "learned"  # learned tokens only: no latent condition
+        return cfg.replace(**changes) if changes else cfg
+
+    def effective_ema_decay(self) -> float:
+        """``ema_decay``, capped so that the average spans at most a tenth of a step-scheduled run:
+        a 3,000-step run averages over ~300 steps, not the 1,000 that 0.999 would."""
+        if self.minutes:
+            return self.ema_decay
+        return min(self.ema_decay, max(0.0, 1.0 - 10.0 / max(1, self.steps)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        if not self.data:
+            raise ValueError("--data is required (a folder, prefix or glob of training images)")
+        if self.stage not in ("auto", "A", "B", "C"):
+            raise ValueError(f"--stage must be auto, A, B or C, got {self.stage!r}")
+        if self.crop % 64:
+            raise ValueError(f"--crop must be a multiple of 64, got {self.crop}")
+        if not (0 <= self.stage_a <= 1 and 0 <= self.stage_c <= 1 and self.stage_a + self.stage_c <= 1):
+            raise ValueError(f"bad stage fractions: A {self.stage_a}, C {self.stage_c}")
+        if self.batch_size < 1 or self.steps < 1:
+            raise ValueError(
+                f"--batch-size and --steps must be positive, got {self.batch_size}, {self.steps}"
+            )
+
+
+def train(
+    opts: TrainOptions, resume: bool = False, device: str | None = None, until_step: int | None = None
+) -> tuple[Any, dict]:
+    """Train in this process; returns (trainer, summary)."""
+    from jobs.train_loop import Trainer
+
+    opts.check()
+    trainer = Trainer(opts, device=torch.device(device) if device else None)
+    if resume and not trainer.resume():
+        log.info("no state in %s/state: starting fresh", opts.out)
+    return trainer, trainer.fit(until_step=until_step)
+
+
+def _ray_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from jobs.train_loop import Trainer
+
+    ctx = ray.train.get_context()
+    resume = config.pop("_resume", False)
+    trainer = Trainer(
+        TrainOptions(**config), ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+    )
+    if resume:
+        trainer.resume()
+    summary = trainer.fit(
+        report=lambda row: ray.train.report({k: v for k, v in row.items() if not isinstance(v, list)})
+    )
+    ray.train.report({"summary": json.dumps(summary)})
+
+
+def train_ray(
+    opts: TrainOptions,
+    num_workers: int,
+    resume: bool = False,
+    use_gpu: bool | None = None,
+    cpus_per_worker: float = 1.0,
+) -> dict:
+    """DDP over ``num_workers`` Ray Train workers; rank 0 writes ``out/state`` and ``out/log.jsonl``
+    (``out`` must be a folder every worker can reach: local for one node, shared storage beyond)."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    opts.check()
+    opts = dataclasses.replace(
+        opts,
+        out=str(Path(opts.out).resolve()),
+        data=str(Path(opts.data).resolve()) if "://" not in opts.data else opts.data,
+    )
+    if not ray.is_initialized():
+        repo = str(Path(__file__).resolve().parent.parent)
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": repo}}, include_dashboard=False)
+    use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={**opts.to_dict(), "_resume": resume},
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+        ),
+        run_config=RunConfig(name="ditic-train", storage_path=str(Path(opts.out) / "ray")),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"Ray Train failed: {result.error}") from result.error
+    return json.loads(result.metrics.get("summary", "{}"))
+
+
+def export_weights(
+    model: torch.nn.Module,
+    ema: dict[str, torch.Tensor],
+    path: str | Path,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """Write ``model`` with the EMA weights ``ema`` as a shippable checkpoint: coding tables built,
+    fp16 except the entropy models (``FP32_NAMES``). Returns its model id."""
+    from codec.weights import save_checkpoint
+    from jobs.train_state import FP32_NAMES
+
+    model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float()
+    state = model.state_dict()
+    with torch.no_grad():
+        for k, v in ema.items():
+            state[k].copy_(v)
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if t.is_floating_point() and not any(k in name for k in FP32_NAMES):
+                t.data = t.data.to(torch.float16)
+    model.eval().update(force=True)  # coding tables from the averaged weights, not stale ones
+    return save_checkpoint(model, path, trained=True, extra=extra)
+
+
+def export_trainer(trainer: Any, path: str | Path) -> str:
+    """:func:`export_weights` of a trainer's model and EMA, with its provenance in the metadata."""
+    extra = {
+        "trained_steps": str(trainer.step),
+        "train_seconds": f"{trainer.train_seconds:.0f}",
+        "train_options": json.dumps(trainer.opts.to_dict(), sort_keys=True),
+    }
+    return export_weights(trainer.model, trainer.ema.shadow, path, extra)
+
+
+def export_state(state_folder: str | Path, path: str | Path) -> str:
+    """:func:`export_weights` from a saved training state (e.g. one brought back from a GPU run)."""
+    from codec.config import CodecConfig
+    from codec.model import DiTIC
+    from jobs.train_state import read_state
+
+    meta, tensors = read_state(state_folder)
+    model = DiTIC(CodecConfig.from_dict(meta["config"]))
+    ema = {k[len("ema/") :]: v.float() for k, v in tensors.items() if k.startswith("ema/")}
+    extra = {
+        "trained_steps": str(meta["step"]),
+        "train_seconds": f"{meta['train_seconds']:.0f}",
+        "train_options": json.dumps(meta["options"], sort_keys=True),
+    }
+    return export_weights(model, ema, path, extra)
+
+
+@torch.no_grad()
+def evaluate_held_out(model: torch.nn.Module, images: torch.Tensor, qualities: list[int]) -> dict[str, Any]:
+    """Estimated bpp (from the likelihoods, rounding as in coding) and PSNR per quality on ``images``
+    (N, 3, H, W) in [-1, 1]."""
+    from codec.losses import bits_per_pixel, psnr
+
+    model.eval()
+    results = {}
+    for q in qualities:
+        out = model(images, q)
+        bpp = bits_per_pixel(out["likelihoods"], images.shape[-2] * images.shape[-1])
+        results[f"q{q}"] = {
+            "bpp": round(bpp.mean().item(), 5),
+            "psnr": round(psnr(images, out["x_hat"]).mean().item(), 3),
+        }
+    return results
+
+
+# --- command line ------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") -> None:
+    d = TrainOptions()
+    a = parser.add_argument
+    a("--data", required=True, help="training images: folder, prefix, glob or fsspec URL (s3://...)")
+    a("--config", default=d.config, help="named model config (ditic-small, ditic-test, ditic-official)")
+    a("--out", default=d.out, help="run folder: state/ (resume), log.jsonl, eval.json")
+    a("--steps", type=int, default=d.steps, help="schedule length in steps")
+    a("--minutes", type=float, help="schedule length in minutes of training instead of steps")
+    a("--batch-size", type=int, default=d.batch_size)
+    a("--crop", type=int, default=d.crop, help="square crop side, a multiple of 64")
+    a("--lr", type=float, default=d.lr)
+    a(
+        "--stage",
+        default=d.stage,
+        choices=["auto", "A", "B", "C"],
+        help="force one stage (default: scheduled)",
+    )
+    a("--stage-a", type=float, default=d.stage_a, help="fraction of the schedule in stage A (autoencoder)")
+    a("--stage-c", type=float, default=d.stage_c, help="fraction at the end in stage C (adversarial)")
+    a("--lambda-max", type=float, default=d.lambda_max, help="λ of quality 1 (lowest rate)")
+    a("--lambda-min", type=float, default=d.lambda_min, help="λ of the highest quality")
+    a("--perceptual", default=d.perceptual, choices=["vgg", "alex", "none"])
+    a("--ema-decay", type=float, default=d.ema_decay)
+    a("--seed", type=int, default=d.seed)
+    a("--holdout", type=int, default=d.holdout, help="images kept out of training for the final evaluation")
+    a("--max-side", type=int, help="downsize images whose longer side exceeds this")
+    a("--max-images", type=int)
+    a("--log-every", type=int, default=d.log_every)
+    a("--time-budget-min", type=float, help="stop cleanly (state saved) before this many minutes")
+    a("--stop-at-step", type=int, help="stop this process at this step (state saved; resume later)")
+    a("--state-budget-mib", type=float, help="save the training state in at most this many MiB")
+    a("--resume", action="store_true", help="continue from OUT/state when it exists")
+    a("--export", help="write the final EMA weights here (fp16 safetensors)")
+    a("--device", help="cuda, cpu, ... (default: cuda when available)")
+    a("--no-variance-guidance", action="store_true", help="ablation: plain one-step flow")
+    a("--no-distill", action="store_true", help="ablation: no self-distillation loss")
+    a("--no-prompter", action="store_true", help="ablation: learned tokens instead of the latent prompt")
+    a("--no-bf16", action="store_true", help="train in fp32 on CUDA")
+    a("--ray", action="store_true", help="run on Ray Train (TorchTrainer, DDP)")
+    a("--num-workers", type=int, default=1, help="Ray Train workers (one GPU each when GPUs exist)")
+    a("--storage-options", help="JSON options for the data URL's filesystem")
+
+
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
+    from pipeline.storage import parse_storage_options
+
+    names = {f.name for f in dataclasses.fields(TrainOptions)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None and k != "storage_options"}
+    opts = TrainOptions(**given)
+    opts.storage_options = parse_storage_options(args.storage_options)
+    opts.distill, opts.variance_guidance = not args.no_distill, not args.no_variance_guidance
+    opts.prompter, opts.bf16 = not args.no_prompter, not args.no_bf16
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    opts = options_from_args(args)
+    if args.ray:
+        summary = train_ray(opts, args.num_workers, resume=args.resume)
+        print(json.dumps(summary))
+        if args.export:
+            print(
+                "--export with --ray: run `ditic train --resume --steps 0 --export ...` on the state",
+                file=sys.stderr,
+            )
+        return 0
+    trainer, summary = train(opts, resume=args.resume, device=args.device, until_step=args.stop_at_step)
+    if trainer.held_out is not None:
+        summary["held_out"] = _evaluate_ema(trainer)
+        (Path(opts.out) / "eval.json").write_text(json.dumps(summary["held_out"], indent=1))
+    if args.export:
+        summary["model_id"] = export_trainer(trainer, args.export)
+        summary["export"] = str(args.export)
+        summary["export_mib"] = round(os.path.getsize(args.export) / 2**20, 2)
+    print(json.dumps(summary))
+    return 0
+
+
+def _evaluate_ema(trainer: Any) -> dict[str, Any]:
+    model = copy.deepcopy(trainer.model)
+    trainer.ema.copy_to(model)
+    images = trainer.held_out.center_crops(trainer.opts.crop)
+    return evaluate_held_out(model, images, trainer.cfg.qualities)

@@ -1,0 +1,391 @@
+"""The training loop: one :class:`Trainer` per process, alone or as one rank of a Ray Train group.
+
+Staging (fractions of the schedule; the schedule is ``steps`` steps or ``minutes`` of training):
+
+* **A, autoencoder** (MSE + ST-LPIPS, no rate): DC-AE alone, so a latent space exists for the latent
+  codec to compress and for the distillation to pull toward. Without it the codec starts by
+  compressing noise and the DiT by denoising towards noise.
+* **B, full codec**: encoder frozen (y₀ becomes a fixed target), latent codec + rate + DiT one-step +
+  prompter + distillation, decoder fine-tuned; each sample draws a quality q and pays λ_q·bpp.
+* **C, adversarial** (optional): B plus a hinge PatchGAN, adaptive weight 0.5 (as the release).
+
+Gradients are averaged across ranks by one all-reduce per step over the stage's trainable
+parameters (what DDP does, without its unused-parameter bookkeeping when the stage changes
+which parameters train). Random streams are seeded from (seed, rank, step), so a resumed run
+draws the very crops and qualities an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from codec.losses import (
+    PatchDiscriminator,
+    RateDistortionLoss,
+    adaptive_gan_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+    rate_lambdas,
+)
+from jobs.train_state import EMA, load_state, save_state, state_exists
+from pipeline.train_data import CropBank, load_images
+
+if TYPE_CHECKING:
+    from jobs.train import TrainOptions
+
+__all__ = ["Trainer", "stage_at"]
+
+log = logging.getLogger("ditic.train")
+
+
+def stage_at(progress: float, opts: TrainOptions) -> str:
+    """The stage ("A", "B" or "C") at ``progress`` ∈ [0, 1] of the schedule."""
+    if opts.stage != "auto":
+        return opts.stage
+    if progress < opts.stage_a:
+        return "A"
+    return "C" if progress >= 1.0 - opts.stage_c else "B"
+
+
+class Trainer:
+    """Model, EMA, optimizers, data and schedule of one training process (rank ``rank`` of ``world``)."""
+
+    def __init__(self, opts: TrainOptions, rank: int = 0, world: int = 1, device: torch.device | None = None):
+        from codec.model import DiTIC
+
+        self.opts, self.rank, self.world = opts, rank, world
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.cuda = self.device.type == "cuda"
+        torch.manual_seed(opts.seed)  # identical initial weights on every rank
+        self.cfg = opts.codec_config()
+        self.model = DiTIC(self.cfg).to(self.device)
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, opts.effective_ema_decay())
+        self.criterion = RateDistortionLoss(
+            rate_lambdas(len(self.cfg.qualities), opts.lambda_max, opts.lambda_min),
+            perceptual=self._perceptual(),
+            perceptual_weight=opts.perceptual_weight,
+            distill_weight=opts.distill_weight if opts.distill else 0.0,
+        ).to(self.device)
+        self.disc = PatchDiscriminator().to(self.device)
+        self.optimizers = self._optimizers()
+        self.step, self.train_seconds, self.stage, self.stage_start = 0, 0.0, "", 0
+        self.bank, self.held_out = self._data()
+
+    # --- setup ---------------------------------------------------------------------------------
+    def _perceptual(self) -> torch.nn.Module | None:
+        if self.opts.perceptual == "none":
+            return None
+        from codec.perceptual import STLPIPS
+
+        return STLPIPS(self.opts.perceptual)
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        named = list(self.model.named_parameters())
+        main = [p for n, p in named if not n.endswith("quantiles")]
+        aux = [p for n, p in named if n.endswith("quantiles")]
+        kw = {"betas": (0.9, 0.999), "weight_decay": 0.0, "fused": self.cuda}
+        return {
+            "main": torch.optim.AdamW(main, lr=self.opts.lr, **kw),
+            "aux": torch.optim.AdamW(aux, lr=self.opts.aux_lr, **kw),
+            "disc": torch.optim.AdamW(self.disc.parameters(), lr=self.opts.lr, **{**kw, "betas": (0.5, 0.9)}),
+        }
+
+    def _data(self) -> tuple[CropBank, CropBank | None]:
+        images = load_images(
+            self.opts.data,
+            self.opts.crop,
+            max_side=self.opts.max_side,
+            limit=self.opts.max_images,
+            workers=self.opts.loader_threads,
+            storage_options=self.opts.storage_options or None,
+        )
+        bank = CropBank(images, self.device)
+        return bank.split(self.opts.holdout, seed=self.opts.seed)
+
+    # --- schedule ------------------------------------------------------------------------------
+    def progress(self) -> float:
+        if self.opts.minutes:
+            return self.train_seconds / (60.0 * self.opts.minutes)
+        return self.step / max(1, self.opts.steps)
+
+    def lr_factor(self) -> float:
+        """Linear warm-up at the start of each stage; linear decay to 10 % over the last 30 %."""
+        warm = min(1.0, (self.step - self.stage_start + 1) / max(1, self.opts.warmup))
+        tail = min(1.0, max(0.0, (1.0 - self.progress()) / 0.3))
+        return warm * (0.1 + 0.9 * tail)
+
+    def _enter(self, stage: str) -> None:
+        """Switch which parameters train: A = DC-AE; B/C = all but the (optionally) frozen encoder."""
+        self.stage, self.stage_start = stage, self.step
+        self.model.requires_grad_(stage != "A")
+        self.model.aux_codec.requires_grad_(False)  # its features enter detached (codec/model.py)
+        if stage == "A":
+            self.model.vae.requires_grad_(True)
+        elif self.opts.freeze_encoder:
+            self.model.vae.encoder.requires_grad_(False)
+        self.trainable = [
+            p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith("quantiles")
+        ]
+        if self.rank == 0:
+            log.info("step %d: stage %s, %d trainable tensors", self.step, stage, len(self.trainable))
+
+    # --- one step ------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.cuda and self.opts.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _batch(self) -> tuple[Tensor, Tensor | None]:
+        rng = np.random.default_rng([self.opts.seed, self.rank, self.step])
+        torch.manual_seed(int(rng.integers(2**31)))  # the entropy bottleneck's training noise
+        x = self.bank.sample(self.opts.batch_size, self.opts.crop, rng)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.stage == "A":
+            return x, None
+        q = rng.integers(1, len(self.cfg.qualities) + 1, size=self.opts.batch_size)
+        return x, torch.from_numpy(q).to(self.device)
+
+    def _forward(self, x: Tensor, quality: Tensor | None) -> dict:
+        if quality is not None:
+            return self.model(x, quality)
+        vae = self.model.vae
+        return {"x_hat": vae.decoder(vae.encoder(x)).clamp(-1, 1)}
+
+    def _reduce_and_clip(self, params: list[Tensor], clip: float | None) -> Tensor:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        if self.world > 1:
+            flat = torch._utils._flatten_dense_tensors(grads).div_(self.world)
+            dist.all_reduce(flat)
+            for g, r in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+                g.copy_(r)
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        ok = torch.isfinite(norm)
+        coef = (clip / (norm + 1e-6)).clamp(max=1.0) if clip else torch.ones_like(norm)
+        torch._foreach_mul_(grads, torch.where(ok, coef, torch.zeros_like(coef)))  # a bad step moves nothing
+        return torch.stack([norm.detach(), (~ok).float()])
+
+    def _opt_step(self, name: str, loss: Tensor, params: list[Tensor], clip: float | None) -> Tensor:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        stats = self._reduce_and_clip(params, clip)
+        opt.step()
+        return stats
+
+    def train_step(self) -> dict[str, Tensor]:
+        """One optimisation step of the current stage; returns detached logging tensors."""
+        for group in self.optimizers["main"].param_groups:
+            group["lr"] = self.opts.lr * self.lr_factor()
+        x, q = self._batch()
+        with self._autocast():
+            out = self._forward(x, q)
+            terms = self.criterion(x, out, q)
+            loss = terms.loss
+            if self.stage == "C":
+                g = hinge_g_loss(self.disc(out["x_hat"]))
+                last = self.model.vae.decoder.conv_out.weight
+                loss = loss + adaptive_gan_weight(terms.loss, g, last, self.opts.gan_weight) * g
+                terms.parts["gan_g"] = g.detach()
+        stats = self._opt_step("main", loss, self.trainable, self.opts.grad_clip)
+        parts = dict(terms.parts, loss=loss.detach(), grad_norm=stats[0], skipped=stats[1])
+        if q is not None:
+            aux = self.model.codec.entropy_bottleneck.aux_loss()
+            self._opt_step("aux", aux, self.optimizers["aux"].param_groups[0]["params"], None)
+            parts["aux"] = aux.detach()
+            parts |= _per_quality(terms.bpp, terms.psnr, q, len(self.cfg.qualities))
+        if self.stage == "C":
+            with self._autocast():
+                d = hinge_d_loss(self.disc(x), self.disc(out["x_hat"].detach()))
+            self._opt_step("disc", d, list(self.disc.parameters()), self.opts.grad_clip)
+            parts["gan_d"] = d.detach()
+        self.step += 1
+        self.ema.update(self.model, self.step)
+        return parts
+
+    # --- the loop ------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load ``out/state`` when it exists; returns whether it did."""
+        folder = Path(self.opts.out) / "state"
+        if not state_exists(folder):
+            return False
+        meta = load_state(folder, model=self.model, ema=self.ema, optimizers=self.optimizers)
+        self.step, self.train_seconds = int(meta["step"]), float(meta["train_seconds"])
+        self.stage = meta.get("stage", "")
+        if self.stage:
+            self._enter(self.stage)
+        # without the optimizer's moments (a lean state) the learning rate warms up again
+        self.stage_start = int(meta.get("stage_start", 0)) if meta["optimizers"] else self.step
+        if self.rank == 0:
+            log.info(
+                "resumed %s at step %d (%.0f s trained, %s)",
+                folder,
+                self.step,
+                self.train_seconds,
+                meta["precision"],
+            )
+        return True
+
+    def save(self) -> dict:
+        if self.rank != 0:
+            return {}
+        info = {
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "stage": self.stage,
+            "stage_start": self.stage_start,
+            "config": self.cfg.to_dict(),
+            "options": self.opts.to_dict(),
+        }
+        budget = None if self.opts.state_budget_mib is None else int(self.opts.state_budget_mib * 2**20)
+        return save_state(
+            Path(self.opts.out) / "state",
+            model=self.model,
+            ema=self.ema,
+            optimizers=self.optimizers,
+            info=info,
+            budget_bytes=budget,
+        )
+
+    def fit(self, report: Callable[[dict], None] | None = None, until_step: int | None = None) -> dict:
+        """Train until the schedule ends, the time budget runs out or ``until_step`` is reached; save
+        the state; return a summary."""
+        started = time.monotonic()
+        budget = 60.0 * self.opts.time_budget_min if self.opts.time_budget_min else math.inf
+        logger = _Log(Path(self.opts.out) / "log.jsonl", self.rank, self.world, self.device)
+        last_save, save_cost, reason = time.monotonic(), 10.0, "schedule done"
+        self.model.train()
+        while True:
+            stop, reason = self._should_stop(started, budget, save_cost, reason)
+            if until_step is not None and self.step >= until_step:
+                stop, reason = True, "until_step"
+            if stop:
+                break
+            stage = stage_at(self.progress(), self.opts)
+            if stage != self.stage:
+                self._enter(stage)
+            tick = time.monotonic()
+            parts = self.train_step()
+            self.train_seconds += time.monotonic() - tick
+            logger.add(parts)
+            if self.step % self.opts.log_every == 0:
+                row = logger.flush(self.step, self.train_seconds, self.stage, self.opts.lr * self.lr_factor())
+                if report is not None:
+                    report(row)
+                if time.monotonic() - last_save > 60.0 * self.opts.save_every_min:
+                    t0 = time.monotonic()
+                    self.save()
+                    last_save, save_cost = time.monotonic(), time.monotonic() - t0
+        logger.flush(self.step, self.train_seconds, self.stage, self.opts.lr * self.lr_factor())
+        meta = self.save()
+        return {
+            "step": self.step,
+            "train_seconds": round(self.train_seconds, 1),
+            "stop": reason,
+            "stage": self.stage,
+            "state_precision": meta.get("precision"),
+        }
+
+    def _should_stop(self, started: float, budget: float, save_cost: float, reason: str) -> tuple[bool, str]:
+        """Schedule end or time budget; ranks agree through rank 0 (checked at log steps only)."""
+        if self.world > 1 and self.step % self.opts.log_every:
+            return False, reason
+        done = self.progress() >= 1.0
+        step_cost = self.train_seconds / max(1, self.step) * self.opts.log_every
+        late = time.monotonic() - started + 3 * save_cost + step_cost + self.opts.reserve_s > budget
+        flag = torch.tensor([float(done), float(late)], device=self.device)
+        if self.world > 1:
+            dist.broadcast(flag, src=0)
+        if flag[0] > 0:
+            return True, "schedule done"
+        if flag[1] > 0:
+            return True, "time budget"
+        return False, reason
+
+
+def _per_quality(bpp: Tensor, psnr: Tensor, q: Tensor, n: int) -> dict[str, Tensor]:
+    """Sums and counts of bpp and PSNR per quality, as device tensors (summed over a log interval)."""
+    idx = q - 1
+    ones = torch.ones_like(bpp)
+    return {
+        "q_count": torch.zeros(n, device=bpp.device).index_add_(0, idx, ones),
+        "q_bpp": torch.zeros(n, device=bpp.device).index_add_(0, idx, bpp.float()),
+        "q_psnr": torch.zeros(n, device=bpp.device).index_add_(0, idx, psnr.float()),
+    }
+
+
+class _Log:
+    """Accumulates logging tensors on the device; one host sync and one JSONL row per log interval."""
+
+    def __init__(self, path: Path, rank: int, world: int, device: torch.device) -> None:
+        self.path, self.rank, self.world, self.device = path, rank, world, device
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.t0 = time.monotonic()
+        if rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(self, parts: dict[str, Tensor]) -> None:
+        for k, v in parts.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def flush(self, step: int, train_seconds: float, stage: str, lr: float) -> dict:
+        if not self.count:
+            return {}
+        keys = sorted(self.sums)
+        flat = torch.cat([self.sums[k].reshape(-1) for k in keys])
+        if self.world > 1:
+            dist.all_reduce(flat)
+        values, offset, row = flat.tolist(), 0, {}
+        for k in keys:
+            n = self.sums[k].numel()
+            row[k] = values[offset : offset + n] if n > 1 else values[offset]
+            offset += n
+        row = _finish_row(row, self.count * self.world)
+        now = time.monotonic()
+        row = {
+            "step": step,
+            "time_s": round(train_seconds, 2),
+            "stage": stage,
+            "lr": lr,
+            "steps_per_s": round(self.count / max(1e-9, now - self.t0), 3),
+            **row,
+        }
+        if self.rank == 0:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            log.info("step %d %s loss %.4f", step, stage, row.get("loss", float("nan")))
+        self.sums, self.count, self.t0 = {}, 0, now
+        return row
+
+
+def _finish_row(raw: dict, samples: int) -> dict:
+    """Means over the interval; per-quality sums become bpp_q<k> / psnr_q<k>."""
+    counts = raw.pop("q_count", None)
+    q_bpp, q_psnr = raw.pop("q_bpp", None), raw.pop("q_psnr", None)
+    row = {k: round(v / samples, 6) for k, v in raw.items()}
+    row["skipped"] = int(raw.get("skipped", 0))
+    if counts is not None:
+        for k, c in enumerate(counts, start=1):
+            if c:
+                row[f"bpp_q{k}"] = round(q_bpp[k - 1] / c, 5)
+                row[f"psnr_q{k}"] = round(q_psnr[k - 1] / c, 3)
+    return row
