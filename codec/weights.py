@@ -89,7 +89,8 @@ def weights_hash(state: dict[str, Tensor]) -> str:
     for name in sorted(state):
         t = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}\n".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().data)  # no copy
     return digest.hexdigest()
 
 
@@ -251,6 +252,7 @@ def convert_official(pth_path: str | Path, out_path: str | Path) -> str:
             f"unexpected {unexpected[:8]} ({len(unexpected)})"
         )
     names = canonical_names(model)
-    load_state(model, {k: v for k, v in release.items() if k in names}, str(pth_path))
+    # clone: a memory-mapped or storage-sharing source must not back the saved tensors
+    load_state(model, {k: v.clone() for k, v in release.items() if k in names}, str(pth_path))
     model.update(force=True)
     return save_checkpoint(model, out_path, trained=True, extra={"source": pth_path.name})
