@@ -23,4 +23,5 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def example_photos() -> list[Path]:
     """The small, freely licensed photos shipped in the repo (examples/photos)."""
-    return sorted((REPO / "examples" / "photos").glob("*.*"))
+    folder = REPO / "examples" / "photos"
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
