@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from codec.errors import DiticError
 from pipeline.manifest import (
     ArchiveLayout,
     manifest_bytes,
@@ -26,15 +27,26 @@ from pipeline.manifest import (
 )
 from pipeline.storage import Location, list_files, read_bytes, with_retries, write_bytes_atomic
 
-__all__ = ["find_item", "read_payload", "verify_archive", "finalize_archive", "VerifyReport"]
+__all__ = [
+    "find_item",
+    "read_payload",
+    "verify_archive",
+    "finalize_archive",
+    "VerifyReport",
+    "ItemNotFoundError",
+]
+
+
+class ItemNotFoundError(DiticError, LookupError):
+    """The archive holds no committed item under the key asked for."""
 
 
 def find_item(location: Location, key: str) -> dict[str, Any]:
-    """The committed manifest row of ``key``; ``KeyError`` when the archive does not hold it."""
+    """The committed manifest row of ``key``; :class:`ItemNotFoundError` when there is none."""
     table = read_manifests(location)
     rows = table.filter(pc.equal(table["key"], key)).to_pylist()
     if not rows:
-        raise KeyError(f"key {key!r} is not in the archive {location.url}")
+        raise ItemNotFoundError(f"key {key!r} is not in the archive {location.url}")
     return rows[0]
 
 
@@ -191,7 +203,17 @@ def finalize_archive(location: Location) -> dict[str, int]:
             with_retries(lambda p=path: fs.rm_file(p), f"delete {path}")
         except FileNotFoundError:
             pass
+    _remove_empty_folder(location, ArchiveLayout(location).staging)
     return {"duplicates_dropped": dropped, "orphans_deleted": len(orphans), "staging_deleted": len(staging)}
+
+
+def _remove_empty_folder(location: Location, path: str) -> None:
+    fs = location.fs
+    try:
+        if fs.isdir(path) and not fs.ls(path):
+            fs.rmdir(path)
+    except OSError:
+        pass  # object stores have no folders to remove; a non-empty one stays
 
 
 def shard_statistics(location: Location) -> list[dict[str, Any]]:

@@ -33,14 +33,13 @@ def _small_copy(photo: Path, target: Path, long_side: int) -> None:
 
 @pytest.fixture(scope="module")
 def built(s3_store, ray_cluster, example_photos, shared_data, tmp_path_factory) -> dict:
-    """Photos (two real ones at full size, dev photos scaled down) and the corpus, compressed once."""
+    """Real photos (scaled down: CPU time) and the bad-input corpus, compressed once."""
     local = tmp_path_factory.mktemp("src")
     photos = [p for p in example_photos if p.suffix == ".jpg"]
     for photo in photos[:2]:
-        (local / "photos").mkdir(exist_ok=True)
-        (local / "photos" / photo.name).write_bytes(photo.read_bytes())
+        _small_copy(photo, local / "photos" / photo.name, 224)  # 224 px: MS-SSIM is defined
     for i, photo in enumerate(sorted((shared_data / "dev").iterdir())):
-        _small_copy(photo, local / "dev" / f"{photo.stem}.jpg", 96 + 24 * i)
+        _small_copy(photo, local / "dev" / f"{photo.stem}.jpg", 64 + 16 * i)
     expected = build_corpus(local / "corpus", photos[0])
     bucket = s3_store.bucket()
     for path in sorted(local.rglob("*")):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archive import finalize_archive, find_item, read_payload
+from pipeline.archive import ItemNotFoundError, finalize_archive, find_item, read_payload
 from pipeline.manifest import (
     MANIFEST_COLUMNS,
     ArchiveLayout,
@@ -112,7 +112,7 @@ def test_missing_key_and_payloadless_rows_are_clear_errors(tmp_path: Path) -> No
     url = str(tmp_path / "a")
     ArchiveSink(url).write_rows(encoded_rows(["ok.jpg", "broken.jpg"], bad={"broken.jpg"}))
     location = open_location(url)
-    with pytest.raises(KeyError, match="nope.jpg"):
+    with pytest.raises(ItemNotFoundError, match="nope.jpg"):
         find_item(location, "nope.jpg")
     with pytest.raises(ValueError, match="no payload"):
         read_payload(location, find_item(location, "broken.jpg"))
