@@ -1,0 +1,179 @@
+"""Training on CPU with ditic-test: the loss falls, resume is exact, exports load, the CLI path runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from codec.weights import canonical_state_dict
+from jobs.train import TrainOptions, export_state, export_trainer
+from jobs.train_loop import Trainer, stage_at
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Three real photos, downsized so that 64² crops are cheap."""
+    folder = tmp_path_factory.mktemp("train")
+    sources = sorted(
+        p for p in (REPO / "examples" / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png")
+    )
+    assert len(sources) >= 3, "examples/photos should hold a few photos"
+    for src in sources[:3]:
+        with Image.open(src) as im:
+            im = im.convert("RGB")
+            im.thumbnail((128, 128))
+            im.save(folder / f"{src.stem}.png")
+    return folder
+
+
+def _opts(photos: Path, out: Path, **kw) -> TrainOptions:
+    base = dict(
+        data=str(photos),
+        config="ditic-test",
+        out=str(out),
+        steps=2,
+        batch_size=1,
+        crop=64,
+        perceptual="none",
+        log_every=1,
+        loader_threads=2,
+        stage_a=0.5,
+        warmup=1,
+    )
+    return TrainOptions(**{**base, **kw})
+
+
+def test_stage_schedule():
+    opts = TrainOptions(data="x", stage_a=0.25, stage_c=0.1)
+    assert [stage_at(p, opts) for p in (0.0, 0.24, 0.25, 0.89, 0.9, 1.0)] == ["A", "A", "B", "B", "C", "C"]
+    assert stage_at(0.0, dataclasses.replace(opts, stage="B")) == "B"
+
+
+def test_bad_options_are_refused(photos: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="--data"):
+        TrainOptions().check()
+    with pytest.raises(ValueError, match="multiple of 64"):
+        _opts(photos, tmp_path, crop=100).check()
+    with pytest.raises(ValueError, match="stage fractions"):
+        _opts(photos, tmp_path, stage_a=0.8, stage_c=0.5).check()
+
+
+def _fixed_loss(trainer: Trainer, x: torch.Tensor, q: int) -> float:
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.criterion(x, trainer.model(x, q), q).loss.item()
+    trainer.model.train()
+    return loss
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(photos: Path, tmp_path: Path):
+    """Overfit check: a few full-codec steps (rate, DiT, distillation) on one photo's crops."""
+    opts = _opts(photos, tmp_path, stage="B", steps=6, lr=2e-3, max_images=1, batch_size=2)
+    trainer = Trainer(opts)
+    x = trainer.bank.center_crops(64)
+    before = _fixed_loss(trainer, x, 2)
+    summary = trainer.fit()
+    after = _fixed_loss(trainer, x, 2)
+    assert summary["step"] == 6 and summary["stop"] == "schedule done"
+    assert after < 0.9 * before, (before, after)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert all(r["stage"] == "B" and r["bpp"] > 0 and r["skipped"] == 0 for r in rows)
+    assert any(k.startswith("bpp_q") for k in rows[0])
+
+
+def _snapshot(trainer: Trainer) -> dict[str, torch.Tensor]:
+    state = {f"model/{k}": v.clone() for k, v in canonical_state_dict(trainer.model).items()}
+    state |= {f"ema/{k}": v.clone() for k, v in trainer.ema.shadow.items()}
+    for i, slot in trainer.optimizers["main"].state_dict()["state"].items():
+        state |= {f"opt/{i}/{k}": torch.as_tensor(v).clone() for k, v in slot.items()}
+    return state
+
+
+@pytest.fixture(scope="module")
+def resumed(photos: Path, tmp_path_factory) -> tuple[Trainer, Trainer]:
+    """The same 2-step schedule (1 step of stage A, 1 of B) run straight and split by a resume."""
+    straight_dir, split_dir = tmp_path_factory.mktemp("straight"), tmp_path_factory.mktemp("split")
+    straight = Trainer(_opts(photos, straight_dir))
+    straight.fit()
+    first = Trainer(_opts(photos, split_dir))
+    assert first.fit(until_step=1)["stop"] == "until_step"
+    second = Trainer(_opts(photos, split_dir))
+    assert second.resume()
+    second.fit()
+    return straight, second
+
+
+def test_resume_reproduces_an_uninterrupted_run(resumed):
+    straight, split = resumed
+    assert split.step == straight.step == 2 and split.stage == straight.stage == "B"
+    a, b = _snapshot(straight), _snapshot(split)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+
+
+def test_export_loads_through_the_api_and_matches_the_ema(resumed, tmp_path: Path):
+    from codec.api import load_codec
+
+    trainer = resumed[1]
+    path = tmp_path / "ditic-test-trained.safetensors"
+    model_id = export_trainer(trainer, path)
+    codec = load_codec(str(path))
+    assert codec.model_id == model_id and codec.trained and codec.name == "ditic-test"
+    assert path.stat().st_size < 24 * 2**20
+    loaded = canonical_state_dict(codec.model)
+    for k, v in trainer.ema.shadow.items():
+        assert torch.allclose(loaded[k].float(), v, rtol=2e-3, atol=1e-4), k
+    payload = codec.encode(
+        [trainer.bank.center_crops(64)[0].add(1).mul(127.5).byte().permute(1, 2, 0).numpy()], quality=1
+    )
+    assert codec.decode(payload)[0].size == (64, 64)
+    # the state alone, as a GPU run brings it back, gives the very same file
+    again = export_state(Path(trainer.opts.out) / "state", tmp_path / "again.safetensors")
+    assert again == model_id
+
+
+def test_cli_trains_and_exports(photos: Path, tmp_path: Path):
+    from jobs.cli import main
+
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--config",
+        "ditic-test",
+        "--data",
+        str(photos),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--crop",
+        "64",
+        "--perceptual",
+        "none",
+        "--holdout",
+        "1",
+        "--export",
+        str(out / "w.safetensors"),
+        "--no-prompter",
+        "--no-variance-guidance",
+        "--no-distill",
+    ]
+    assert main(argv) == 0
+    assert (out / "w.safetensors").is_file() and (out / "state" / "state.json").is_file()
+    assert set(json.loads((out / "eval.json").read_text())) == {"q1", "q2", "q3", "q4"}
+    from codec.weights import read_checkpoint_info
+
+    cfg = read_checkpoint_info(out / "w.safetensors").config
+    assert cfg.prompter.mode == "learned" and cfg.flow.variance_guidance is False
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--config", "ditic-test"]) == 1
