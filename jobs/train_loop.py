@@ -73,6 +73,10 @@ class Trainer:
         self.model = DiTIC(self.cfg).to(self.device)
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
+            if opts.bf16:
+                _run_in_fp32(self.model.codec)
         self.ema = EMA(self.model, opts.effective_ema_decay())
         self.criterion = RateDistortionLoss(
             rate_lambdas(len(self.cfg.qualities), opts.lambda_max, opts.lambda_min),
@@ -175,7 +179,7 @@ class Trainer:
             dist.all_reduce(flat)
             for g, r in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
                 g.copy_(r)
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
         ok = torch.isfinite(norm)
         coef = (clip / (norm + 1e-6)).clamp(max=1.0) if clip else torch.ones_like(norm)
         torch._foreach_mul_(grads, torch.where(ok, coef, torch.zeros_like(coef)))  # a bad step moves nothing
@@ -309,14 +313,29 @@ class Trainer:
         done = self.progress() >= 1.0
         step_cost = self.train_seconds / max(1, self.step) * self.opts.log_every
         late = time.monotonic() - started + 3 * save_cost + step_cost + self.opts.reserve_s > budget
-        flag = torch.tensor([float(done), float(late)], device=self.device)
-        if self.world > 1:
+        if self.world > 1:  # every rank must stop at the same step: rank 0 decides
+            flag = torch.tensor([float(done), float(late)], device=self.device)
             dist.broadcast(flag, src=0)
-        if flag[0] > 0:
+            done, late = bool(flag[0] > 0), bool(flag[1] > 0)
+        if done:
             return True, "schedule done"
-        if flag[1] > 0:
+        if late:
             return True, "time budget"
         return False, reason
+
+
+def _run_in_fp32(module: torch.nn.Module) -> None:
+    """Run ``module`` outside bf16 autocast, on fp32 inputs. For the latent codec: in bf16, y is
+    represented to 0.5 above |y| = 64, so rounding and likelihoods (the rate) would be wrong.
+    Done by subclassing in place, so copies of the model (EMA evaluation, export) behave alike."""
+    base = type(module)
+
+    def forward(self, *args, **kwargs):
+        args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+        with torch.autocast("cuda", enabled=False):
+            return base.forward(self, *args, **kwargs)
+
+    module.__class__ = type(f"{base.__name__}InFP32", (base,), {"forward": forward})
 
 
 def _per_quality(bpp: Tensor, psnr: Tensor, q: Tensor, n: int) -> dict[str, Tensor]:

@@ -59,15 +59,21 @@ class EMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
+        self._live_owner: nn.Module | None = None
         state = canonical_state_dict(model)  # tensors shared under two names are averaged once
         self.shadow = {k: v.detach().clone().float() for k, v in state.items() if v.is_floating_point()}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         decay = min(self.decay, (1.0 + step) / (10.0 + step))
-        live = model.state_dict()
-        names = list(self.shadow)
-        torch._foreach_lerp_([self.shadow[k] for k in names], [live[k].float() for k in names], 1.0 - decay)
+        if self._live_owner is not model:  # state_dict() costs milliseconds: build the lists once
+            live = model.state_dict()
+            self._names = list(self.shadow)
+            self._targets = [self.shadow[k] for k in self._names]
+            self._sources = [live[k] for k in self._names]
+            self._live_owner = model
+        sources = [t if t.dtype == torch.float32 else t.float() for t in self._sources]
+        torch._foreach_lerp_(self._targets, sources, 1.0 - decay)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
