@@ -15,10 +15,11 @@ from corpus import build_corpus
 from PIL import Image
 
 from codec.api import load_codec
+from jobs.cli import main
 from pipeline.archive import find_item, read_payload, verify_archive
 from pipeline.job import CompressOptions, compress_images, measure_throughput
 from pipeline.manifest import ArchiveLayout, read_manifests
-from pipeline.restore import extract_item, restore_archive
+from pipeline.restore import extract_item
 from pipeline.storage import open_location
 
 MODEL = "ditic-test"
@@ -103,15 +104,19 @@ def test_verify_passes_and_catches_a_flipped_byte(built, s3_store) -> None:
     fs.pipe_file(shard, bytes(data))
     bad = verify_archive(tampered)
     assert not bad.passed and any(row["key"] in p and "checksum" in p.lower() for p in bad.problems)
+    flags = ["--storage-options", json.dumps(options.storage_options)]
+    assert main(["verify", options.dest, *flags]) == 0
+    assert main(["verify", copy, *flags]) == 1
 
 
 def test_restore_round_trip_equals_codec_decode(built, tmp_path) -> None:
     options = built["options"]
     out = tmp_path / "restored"
-    result = restore_archive(options.dest, str(out), storage_options=options.storage_options, progress=False)
+    flags = ["--storage-options", json.dumps(options.storage_options), "--no-progress"]
+    assert main(["restore", options.dest, str(out), *flags]) == 0  # the CLI, on the session's Ray
     location = open_location(options.dest, options.storage_options)
     ok = [r for r in read_manifests(location).to_pylist() if r["status"] == "ok"]
-    assert result["written"] == len(ok) and not result["failed"]
+    assert len(list(out.rglob("*.png"))) == len(ok)
     codec = load_codec(MODEL)
     for row in ok:
         restored = out / (row["key"].rsplit(".", 1)[0] + ".png")
