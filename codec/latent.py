@@ -13,6 +13,7 @@ Shapes (release): DC-AE latent (B, 32, H/32, W/32) + aux features (B, 320, H/16,
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -317,6 +318,7 @@ class LatentCodec(nn.Module):
 
         lat = cfg.latent
         self.M, self.num_qualities = lat.M, lat.num_qualities
+        self.coding_seconds = 0.0
         self.g_a = AnalysisTransform(cfg.vae.latent_channels, cfg.aux.M, lat.fuse_latent, lat.fuse_aux, lat.M)
         for name, module in heads_from_config(cfg).items():
             setattr(self, name, module)
@@ -344,6 +346,13 @@ class LatentCodec(nn.Module):
             raise ValueError(f"quality must be in 1..{self.num_qualities}, got {q.tolist()}")
         return self.gain[q - 1][:, :, None, None], self.inverse_gain[q - 1][:, :, None, None]
 
+    def _timed(self, fn, *args):  # noqa: ANN001, ANN202 - time spent in the entropy coder
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.coding_seconds += time.perf_counter() - start
+
     def _path(self) -> EntropyPath:
         return EntropyPath({name: getattr(self, name) for name in CONTEXT_MODULES})
 
@@ -365,13 +374,14 @@ class LatentCodec(nn.Module):
         y = self.g_a(latent, aux)
         gains = self._gains(quality, y.shape[0], y.device)
         if gains is not None:
-            y = y * gains[0]
+            y = y * gains[0].to(y.dtype)
         return y, self.h_a(pad_to_multiple(y, 4))
 
     def heads(self, y_hat: Tensor, y_scales: Tensor, quality: int | Tensor) -> dict[str, Tensor]:
         gains = self._gains(quality, y_hat.shape[0], y_hat.device)
         if gains is not None:
-            y_hat, y_scales = y_hat * gains[1], y_scales * gains[1]
+            inverse = gains[1].to(y_hat.dtype)
+            y_hat, y_scales = y_hat * inverse, y_scales * inverse
         return {
             "mean": self.g_s(y_hat),
             "scale": self.scale(y_scales),
@@ -399,24 +409,25 @@ class LatentCodec(nn.Module):
 
     # --- coding --------------------------------------------------------------------------------
     @torch.no_grad()
-    def compress(
-        self, latent: Tensor, aux: Tensor, quality: int
-    ) -> tuple[list[list[bytes]], dict[str, Tensor]]:
-        """Per image [z string, y string], and the decoder-side heads (the encoder sees what it will)."""
+    def compress(self, latent: Tensor, aux: Tensor, quality: int) -> tuple[list[list[bytes]], Tensor]:
+        """Per image [z string, y string], and y_hat (float64) exactly as the decoder will rebuild it.
+
+        ``coding_seconds`` afterwards holds the time spent in the entropy coder."""
+        self.coding_seconds = 0.0
         y, z = self.analysis(latent, aux, quality)
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:]).to(y.device)
+        z_strings = self._timed(self.entropy_bottleneck.compress, z.float())  # numpy has no bfloat16
+        z_hat = self._timed(self.entropy_bottleneck.decompress, z_strings, z.shape[-2:])
         y64 = y.to(torch.float64)
         coders = [self.gaussian_conditional.stream_encoder() for _ in range(y.shape[0])]
 
         def encode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
-            return _per_image(mask, coders, lambda c, b, m: c.encode(y64[b][m], scales[b][m], means[b][m]))
+            code = lambda c, b, m: self._timed(c.encode, y64[b][m], scales[b][m], means[b][m])
+            return _per_image(mask, coders, code)
 
-        y_hat, y_scales = self.entropy_path64().run(z_hat.to(torch.float64), y.shape[-2:], encode)
-        strings = [[zs, c.finish()] for zs, c in zip(z_strings, coders, strict=True)]
-        out = self.heads(y_hat.to(y.dtype), y_scales.to(y.dtype), quality)
-        out["y_hat"] = y_hat
-        return strings, out
+        z_hat = z_hat.to(y.device, torch.float64)
+        y_hat, _ = self.entropy_path64().run(z_hat, y.shape[-2:], encode)
+        strings = [[zs, self._timed(c.finish)] for zs, c in zip(z_strings, coders, strict=True)]
+        return strings, y_hat
 
     @torch.no_grad()
     def decompress(
@@ -427,20 +438,21 @@ class LatentCodec(nn.Module):
         device: torch.device,
         dtype: torch.dtype,
     ) -> dict[str, Tensor]:
-        """The heads (mean, scale, res, prompt) and y_hat from per-image [z string, y string]."""
+        """The heads (mean, scale, res, prompt) and y_hat (float64) from per-image [z, y] strings."""
+        self.coding_seconds = 0.0
         h, w = y_size
         z_size = (-(-h // 4), -(-w // 4))
-        z_hat = self.entropy_bottleneck.decompress([s[0] for s in strings], z_size).to(device, torch.float64)
+        z_hat = self._timed(self.entropy_bottleneck.decompress, [s[0] for s in strings], z_size)
         coders = [self.gaussian_conditional.stream_decoder(s[1]) for s in strings]
 
         def decode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
-            return _per_image(mask, coders, lambda c, b, m: c.decode(scales[b][m], means[b][m]))
+            return _per_image(mask, coders, lambda c, b, m: self._timed(c.decode, scales[b][m], means[b][m]))
 
-        y_hat, y_scales = self.entropy_path64().run(z_hat, (h, w), decode)
+        y_hat, y_scales = self.entropy_path64().run(z_hat.to(device, torch.float64), (h, w), decode)
         for coder in coders:
-            coder.finish()
+            self._timed(coder.finish)
         out = self.heads(y_hat.to(dtype), y_scales.to(dtype), quality)
-        out["y_hat"] = y_hat  # float64, exactly what the encoder reconstructed
+        out["y_hat"] = y_hat
         return out
 
 

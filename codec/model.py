@@ -110,8 +110,12 @@ class DiTIC(nn.Module):
         )
 
     # --- coding --------------------------------------------------------------------------------
+    def aux_loss(self) -> Tensor:
+        """The factorized prior's quantile loss (train ``codec.entropy_bottleneck.quantiles`` with it)."""
+        return self.codec.entropy_bottleneck.aux_loss()
+
     def update(self, force: bool = False) -> bool:
-        """(Re)build the entropy models' integer CDF tables; needed after training or loading."""
+        """Build the entropy models' integer CDF tables if missing; after training, ``force=True``."""
         a = self.codec.entropy_bottleneck.update(force=force)
         b = self.codec.gaussian_conditional.update(force=force)
         return a or b
@@ -122,8 +126,7 @@ class DiTIC(nn.Module):
         self._check_quality(quality)
         self.update()
         latent, aux = self.encode_latent(x)
-        strings, _ = self.codec.compress(latent, aux, quality)
-        return strings
+        return self.codec.compress(latent, aux, quality)[0]
 
     @torch.no_grad()
     def decompress(

@@ -100,7 +100,7 @@ def save_checkpoint(
     """Write ``model`` (a DiTIC) to ``path`` (.safetensors); returns its model id."""
     from safetensors.torch import save_file
 
-    model.update()  # the coding tables travel with the weights
+    model.update(force=True)  # the coding tables travel with the weights, rebuilt for these weights
     state = canonical_state_dict(model)
     digest = weights_hash(state)
     metadata = {

@@ -146,3 +146,18 @@ def test_tiling_is_automatic_above_the_threshold(tiny_model):
     assert small.shape == (1, 3, 96, 160) and large.shape == (1, 3, (TILE_THRESHOLD + 2) * 32, 128)
     assert sizes[0] == (3, 5) and len(sizes) > 2 and max(s[0] for s in sizes[1:]) < TILE_THRESHOLD
     assert torch.isfinite(large).all()
+
+
+def test_runtime_dtype_does_not_change_the_decoded_latents(tiny_codec):
+    """The entropy-parameter path keeps the checkpoint's precision (and runs in float64), so a bfloat16
+    codec and a float32 codec read each other's payloads to the same y_hat."""
+    from codec.api import load_codec
+
+    half = load_codec("ditic-test", dtype=torch.bfloat16)
+    assert half.model_id == tiny_codec.model_id
+    payload = half.encode([_noise(70, 90, 11)], quality=4)[0]
+    strings = [bitstream.unpack(payload)[1]]
+    y_half = half.model.decompress_heads(strings, (2, 2), 4)["y_hat"]
+    y_full = tiny_codec.model.decompress_heads(strings, (2, 2), 4)["y_hat"]
+    assert torch.equal(y_half, y_full)
+    assert tiny_codec.decode([payload])[0].size == (90, 70)
