@@ -1,5 +1,6 @@
 """DiTIC: the whole codec as one ``nn.Module`` with the release's top-level names
-(``vae``, ``DiT``, ``codec``, ``prompter``, ``aux_codec``, ``timesteps``).
+(``vae``, ``DiT``, ``codec``, ``prompter``, ``aux_codec``, ``timesteps``), and ``LatentCodec``, its
+``codec``: y/z analysis, entropy coding in context order, and the heads (transforms in latent.py).
 
 Encoder: x -> DC-AE latent y0 (1/32) and ELIC features (1/16) -> latent codec -> z, y strings.
 Decoder: strings -> y_hat -> heads (mean, log-variance, res, prompt) -> prompter -> DiT velocity at
@@ -8,6 +9,9 @@ t = 999 -> x_hat_0 = mean - sigma_t g(s) v + res (flow.py) -> DC-AE decode (tile
 
 from __future__ import annotations
 
+import copy
+import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +22,17 @@ from codec import flow
 from codec.autoencoder import ElicAnalysis, build_vae, decode_latent
 from codec.config import CodecConfig
 from codec.dit import build_dit, build_prompter
-from codec.latent import LatentCodec
+from codec.latent import (
+    CONTEXT_MODULES,
+    AnalysisTransform,
+    EntropyPath,
+    HyperAnalysis,
+    context_from_config,
+    heads_from_config,
+    pad_to_multiple,
+)
 
-__all__ = ["DiTIC", "ForwardOutput", "distillation_loss", "LATENT_STRIDE", "PAD_MULTIPLE"]
+__all__ = ["DiTIC", "LatentCodec", "ForwardOutput", "distillation_loss", "LATENT_STRIDE", "PAD_MULTIPLE"]
 
 LATENT_STRIDE = 32  # DC-AE latent
 PAD_MULTIPLE = 64  # y grid; z (1/256) pads its own grid to a multiple of 4
@@ -54,6 +66,169 @@ def distillation_loss(
     """Self-distillation alignment (paper Sec. 3.2): weight * mean ReLU(1 - margin - cos(x_hat_0, y0)),
     cosine over channels at each position."""
     return weight * F.relu(1 - margin - F.cosine_similarity(latent_hat, latent_clean, dim=1)).mean()
+
+
+def _ste_round(x: Tensor) -> Tensor:
+    return (torch.round(x) - x).detach() + x
+
+
+class LatentCodec(nn.Module):
+    """The release's ``codec`` module: y = g_a(latent, aux); z = h_a(y); four-step context; heads.
+
+    Variable rate (``num_qualities > 1``): y is multiplied by a learned per-channel ``gain[q]`` before
+    quantization and y_hat by ``inverse_gain[q]`` after (gained VAE); quality q in 1..Q, higher = finer.
+    """
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        from codec.entropy import EntropyBottleneck, GaussianConditional
+
+        lat = cfg.latent
+        self.M, self.num_qualities = lat.M, lat.num_qualities
+        self.coding_seconds = 0.0
+        self.g_a = AnalysisTransform(cfg.vae.latent_channels, cfg.aux.M, lat.fuse_latent, lat.fuse_aux, lat.M)
+        for name, module in heads_from_config(cfg).items():
+            setattr(self, name, module)
+        self.h_a = HyperAnalysis(lat.M)
+        for name, module in context_from_config(cfg).items():
+            setattr(self, name, module)
+        log_min, log_max = math.log(lat.scale_min), math.log(lat.scale_max)
+        with torch.device("cpu"):  # small; and their constructors check values (not possible on "meta")
+            self.entropy_bottleneck = EntropyBottleneck(lat.N)
+            table = torch.exp(torch.linspace(log_min, log_max, lat.scale_levels))
+            self.gaussian_conditional = GaussianConditional(table, scale_bound=lat.scale_min)
+        if lat.num_qualities > 1:
+            # geometric initial gains: quality Q keeps y's scale, each step down halves the precision
+            steps = torch.arange(lat.num_qualities, dtype=torch.float32) - (lat.num_qualities - 1)
+            init = torch.exp2(steps)[:, None].repeat(1, lat.M)
+            self.gain = nn.Parameter(init.clone())
+            self.inverse_gain = nn.Parameter(1.0 / init)
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _gains(self, quality: int | Tensor, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        if self.num_qualities == 1:
+            return None
+        q = torch.as_tensor(quality, device=device).long().reshape(-1).expand(batch)
+        if bool(((q < 1) | (q > self.num_qualities)).any()):
+            raise ValueError(f"quality must be in 1..{self.num_qualities}, got {q.tolist()}")
+        return self.gain[q - 1][:, :, None, None], self.inverse_gain[q - 1][:, :, None, None]
+
+    def _timed(self, fn, *args):  # noqa: ANN001, ANN202 - time spent in the entropy coder
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.coding_seconds += time.perf_counter() - start
+
+    def _path(self) -> EntropyPath:
+        return EntropyPath({name: getattr(self, name) for name in CONTEXT_MODULES})
+
+    def entropy_path64(self) -> EntropyPath:
+        """A float64 copy of the entropy-parameter path, rebuilt whenever the weights change."""
+        params = [t for name in CONTEXT_MODULES for t in getattr(self, name).parameters()]
+        key = tuple((t.data_ptr(), t._version, t.device) for t in params)
+        cached = self.__dict__.get("_path64")
+        if cached is None or cached[0] != key:
+            copies = {name: copy.deepcopy(getattr(self, name)) for name in CONTEXT_MODULES}
+            path = EntropyPath(copies).to(torch.float64).eval().requires_grad_(False)
+            self.__dict__["_path64"] = cached = (key, path)
+        return cached[1]
+
+    def analysis(self, latent: Tensor, aux: Tensor, quality: int | Tensor) -> tuple[Tensor, Tensor]:
+        """(y, z): y at 1/64 (gained), z at 1/256 from y replicate-padded to a multiple of 4."""
+        y = self.g_a(latent, aux)
+        gains = self._gains(quality, y.shape[0], y.device)
+        if gains is not None:
+            y = y * gains[0].to(y.dtype)
+        return y, self.h_a(pad_to_multiple(y, 4))
+
+    def heads(self, y_hat: Tensor, y_scales: Tensor, quality: int | Tensor) -> dict[str, Tensor]:
+        gains = self._gains(quality, y_hat.shape[0], y_hat.device)
+        if gains is not None:
+            inverse = gains[1].to(y_hat.dtype)
+            y_hat, y_scales = y_hat * inverse, y_scales * inverse
+        return {
+            "mean": self.g_s(y_hat),
+            "scale": self.scale(y_scales),
+            "res": self.aux(y_hat),
+            "prompt": self.prompt(y_hat),
+        }
+
+    # --- training ------------------------------------------------------------------------------
+    def forward(self, latent: Tensor, aux: Tensor, quality: int | Tensor) -> dict[str, Tensor]:
+        y, z = self.analysis(latent, aux, quality)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        medians = self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+        z_hat = _ste_round(z - medians) + medians
+        likelihoods = []
+
+        def quantize(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            lik = self.gaussian_conditional.likelihood(y, scales, means)
+            likelihoods.append(lik * mask)
+            return (_ste_round(y - means) + means) * mask
+
+        y_hat, y_scales = self._path().run(z_hat, y.shape[-2:], quantize)
+        out = self.heads(y_hat, y_scales, quality)
+        out["likelihoods"] = {"y": sum(likelihoods), "z": z_likelihoods}
+        return out
+
+    # --- coding --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, latent: Tensor, aux: Tensor, quality: int) -> tuple[list[list[bytes]], Tensor]:
+        """Per image [z string, y string], and y_hat (float64) exactly as the decoder will rebuild it.
+
+        ``coding_seconds`` afterwards holds the time spent in the entropy coder."""
+        self.coding_seconds = 0.0
+        y, z = self.analysis(latent, aux, quality)
+        z_strings = self._timed(self.entropy_bottleneck.compress, z.float())  # numpy has no bfloat16
+        z_hat = self._timed(self.entropy_bottleneck.decompress, z_strings, z.shape[-2:])
+        y64 = y.to(torch.float64)
+        coders = [self.gaussian_conditional.stream_encoder() for _ in range(y.shape[0])]
+
+        def encode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            code = lambda c, b, m: self._timed(c.encode, y64[b][m], scales[b][m], means[b][m])
+            return _per_image(mask, coders, code)
+
+        z_hat = z_hat.to(y.device, torch.float64)
+        y_hat, _ = self.entropy_path64().run(z_hat, y.shape[-2:], encode)
+        strings = [[zs, self._timed(c.finish)] for zs, c in zip(z_strings, coders, strict=True)]
+        return strings, y_hat
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        strings: list[list[bytes]],
+        y_size: tuple[int, int],
+        quality: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> dict[str, Tensor]:
+        """The heads (mean, scale, res, prompt) and y_hat (float64) from per-image [z, y] strings."""
+        self.coding_seconds = 0.0
+        h, w = y_size
+        z_size = (-(-h // 4), -(-w // 4))
+        z_hat = self._timed(self.entropy_bottleneck.decompress, [s[0] for s in strings], z_size)
+        coders = [self.gaussian_conditional.stream_decoder(s[1]) for s in strings]
+
+        def decode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            return _per_image(mask, coders, lambda c, b, m: self._timed(c.decode, scales[b][m], means[b][m]))
+
+        y_hat, y_scales = self.entropy_path64().run(z_hat.to(device, torch.float64), (h, w), decode)
+        for coder in coders:
+            self._timed(coder.finish)
+        out = self.heads(y_hat.to(dtype), y_scales.to(dtype), quality)
+        out["y_hat"] = y_hat
+        return out
+
+
+def _per_image(mask: Tensor, coders: list, code) -> Tensor:
+    """Run ``code(coder, b, boolean_mask)`` per image; scatter each result into a zero (B, C, h, w)."""
+    m = mask[0].bool()
+    rows = [code(c, b, m) for b, c in enumerate(coders)]
+    out = torch.zeros((len(coders), *m.shape), dtype=rows[0].dtype, device=rows[0].device)
+    for b, row in enumerate(rows):
+        out[b][m] = row.to(out.device)
+    return out
 
 
 class DiTIC(nn.Module):
