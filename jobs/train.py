@@ -146,7 +146,8 @@ def _ray_worker(config: dict) -> None:
     summary = trainer.fit(
         report=lambda row: ray.train.report({k: v for k, v in row.items() if not isinstance(v, list)})
     )
-    ray.train.report({"summary": json.dumps(summary)})
+    if trainer.rank == 0:  # Ray keeps reported metrics only beside checkpoints: hand it over in a file
+        (Path(trainer.opts.out) / "summary.json").write_text(json.dumps(summary))
 
 
 def train_ray(
@@ -183,7 +184,7 @@ def train_ray(
     result = trainer.fit()
     if result.error:
         raise RuntimeError(f"Ray Train failed: {result.error}") from result.error
-    return json.loads(result.metrics.get("summary", "{}"))
+    return json.loads((Path(opts.out) / "summary.json").read_text())
 
 
 def export_weights(

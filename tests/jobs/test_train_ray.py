@@ -1,0 +1,44 @@
+"""The training loop inside Ray Train (TorchTrainer, one CPU worker, gloo)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fixtures_stack import ray_cluster  # noqa: F401
+from PIL import Image
+
+from jobs.train import TrainOptions, train_ray
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_ray_train_runs_two_steps(ray_cluster, tmp_path: Path):  # noqa: F811
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = sorted(p for p in (REPO / "examples" / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png"))[
+        0
+    ]
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        im.thumbnail((128, 128))
+        im.save(photos / "one.png")
+    opts = TrainOptions(
+        data=str(photos),
+        config="ditic-test",
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch_size=1,
+        crop=64,
+        perceptual="none",
+        log_every=1,
+        loader_threads=1,
+        stage_a=0.5,
+    )
+    summary = train_ray(opts, num_workers=1, use_gpu=False, cpus_per_worker=1)
+    assert summary["step"] == 2 and summary["stage"] == "B"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["stage"]) for r in rows] == [(1, "A"), (2, "B")]
+    assert json.loads((tmp_path / "run" / "state" / "state.json").read_text())["step"] == 2
