@@ -163,7 +163,7 @@ class LatentCodec(nn.Module):
         likelihoods = []
 
         def quantize(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
-            lik = self.gaussian_conditional.likelihood(y, scales, means)
+            _, lik = self.gaussian_conditional(y, scales, means)  # noisy y in training, rounded in eval
             likelihoods.append(lik * mask)
             return (_ste_round(y - means) + means) * mask
 

@@ -117,3 +117,16 @@ def test_float64_path_follows_weight_updates(tiny_model):
     second = model.codec.entropy_path64()
     assert second is not first and second.g_c.block[3].weight.dtype == torch.float64
     assert np.array_equal(second.g_c.block[3].weight.numpy(), weight.detach().double().numpy())
+
+
+def test_forward_rate_estimate_matches_the_coded_size(tiny_model):
+    """The likelihoods training minimizes (eval mode: rounding) predict the real entropy-coded size."""
+    torch.manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 16, 16), size=(256, 256), mode="bilinear") * 2 - 1
+    x = x + 0.05 * torch.randn_like(x)
+    with torch.no_grad():
+        out = tiny_model(x, 4)
+    estimate = sum(float(-torch.log2(p).sum()) for p in out.likelihoods.values())
+    coded = 8 * sum(len(s) for s in tiny_model.compress(x, 4)[0])
+    assert estimate > 1000  # a real amount of information, not an empty latent
+    assert abs(coded - estimate) < 0.15 * estimate + 128
