@@ -17,7 +17,6 @@ draws the very crops and qualities an uninterrupted run would.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -39,6 +38,7 @@ from codec.losses import (
     hinge_g_loss,
     rate_lambdas,
 )
+from jobs.train_log import JsonlLog, per_quality
 from jobs.train_state import EMA, load_state, save_state, state_exists
 from pipeline.train_data import CropBank, load_images
 
@@ -87,6 +87,7 @@ class Trainer:
         self.disc = PatchDiscriminator().to(self.device)
         self.optimizers = self._optimizers()
         self.step, self.train_seconds, self.stage, self.stage_start = 0, 0.0, "", 0
+        self._synced: float | None = None
         self.bank, self.held_out = self._data()
 
     # --- setup ---------------------------------------------------------------------------------
@@ -122,6 +123,10 @@ class Trainer:
 
     # --- schedule ------------------------------------------------------------------------------
     def progress(self) -> float:
+        """Fraction of the schedule done. With several ranks it moves only at log steps, from rank 0's
+        clock, so that every rank changes stage and learning rate at the same step."""
+        if self.world > 1 and self._synced is not None:
+            return self._synced
         if self.opts.minutes:
             return self.train_seconds / (60.0 * self.opts.minutes)
         return self.step / max(1, self.opts.steps)
@@ -168,7 +173,8 @@ class Trainer:
         if quality is not None:
             return self.model(x, quality)
         vae = self.model.vae
-        return {"x_hat": vae.decoder(vae.encoder(x)).clamp(-1, 1)}
+        latent = vae.encoder(x)
+        return {"x_hat": vae.decoder(latent).clamp(-1, 1), "latent_clean": latent.detach()}
 
     def _reduce_and_clip(self, params: list[Tensor], clip: float | None) -> Tensor:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -209,11 +215,12 @@ class Trainer:
                 terms.parts["gan_g"] = g.detach()
         stats = self._opt_step("main", loss, self.trainable, self.opts.grad_clip)
         parts = dict(terms.parts, loss=loss.detach(), grad_norm=stats[0], skipped=stats[1])
+        parts["latent_rms"] = out["latent_clean"].float().pow(2).mean().sqrt()  # scale of y0 for the DiT
         if q is not None:
             aux = self.model.codec.entropy_bottleneck.aux_loss()
             self._opt_step("aux", aux, self.optimizers["aux"].param_groups[0]["params"], None)
             parts["aux"] = aux.detach()
-            parts |= _per_quality(terms.bpp, terms.psnr, q, len(self.cfg.qualities))
+            parts |= per_quality(terms.bpp, terms.psnr, q, len(self.cfg.qualities))
         if self.stage == "C":
             with self._autocast():
                 d = hinge_d_loss(self.disc(x), self.disc(out["x_hat"].detach()))
@@ -272,7 +279,7 @@ class Trainer:
         the state; return a summary."""
         started = time.monotonic()
         budget = 60.0 * self.opts.time_budget_min if self.opts.time_budget_min else math.inf
-        logger = _Log(Path(self.opts.out) / "log.jsonl", self.rank, self.world, self.device)
+        logger = JsonlLog(Path(self.opts.out) / "log.jsonl", self.rank, self.world)
         last_save, save_cost, reason = time.monotonic(), 10.0, "schedule done"
         self.model.train()
         while True:
@@ -286,7 +293,11 @@ class Trainer:
                 self._enter(stage)
             tick = time.monotonic()
             parts = self.train_step()
-            self.train_seconds += time.monotonic() - tick
+            spent = time.monotonic() - tick
+            self.train_seconds += spent
+            if self.step > 2:  # the first steps pay for cuDNN autotuning and allocator warm-up
+                ema = getattr(self, "_step_s", None)
+                self._step_s = spent if ema is None else 0.9 * ema + 0.1 * spent
             logger.add(parts)
             if self.step % self.opts.log_every == 0:
                 row = logger.flush(self.step, self.train_seconds, self.stage, self.opts.lr * self.lr_factor())
@@ -311,12 +322,15 @@ class Trainer:
         if self.world > 1 and self.step % self.opts.log_every:
             return False, reason
         done = self.progress() >= 1.0
-        step_cost = self.train_seconds / max(1, self.step) * self.opts.log_every
+        # the steps until the next check (every step on one rank, log steps with several)
+        step_cost = (getattr(self, "_step_s", None) or 0.0) * (self.opts.log_every if self.world > 1 else 1)
         late = time.monotonic() - started + 3 * save_cost + step_cost + self.opts.reserve_s > budget
         if self.world > 1:  # every rank must stop at the same step: rank 0 decides
-            flag = torch.tensor([float(done), float(late)], device=self.device)
+            flag = torch.tensor([float(done), float(late), self.train_seconds], device=self.device)
             dist.broadcast(flag, src=0)
-            done, late = bool(flag[0] > 0), bool(flag[1] > 0)
+            done, late, self.train_seconds = bool(flag[0] > 0), bool(flag[1] > 0), float(flag[2])
+            self._synced = None
+            self._synced = self.progress()
         if done:
             return True, "schedule done"
         if late:
@@ -336,75 +350,3 @@ def _run_in_fp32(module: torch.nn.Module) -> None:
             return base.forward(self, *args, **kwargs)
 
     module.__class__ = type(f"{base.__name__}InFP32", (base,), {"forward": forward})
-
-
-def _per_quality(bpp: Tensor, psnr: Tensor, q: Tensor, n: int) -> dict[str, Tensor]:
-    """Sums and counts of bpp and PSNR per quality, as device tensors (summed over a log interval)."""
-    idx = q - 1
-    ones = torch.ones_like(bpp)
-    return {
-        "q_count": torch.zeros(n, device=bpp.device).index_add_(0, idx, ones),
-        "q_bpp": torch.zeros(n, device=bpp.device).index_add_(0, idx, bpp.float()),
-        "q_psnr": torch.zeros(n, device=bpp.device).index_add_(0, idx, psnr.float()),
-    }
-
-
-class _Log:
-    """Accumulates logging tensors on the device; one host sync and one JSONL row per log interval."""
-
-    def __init__(self, path: Path, rank: int, world: int, device: torch.device) -> None:
-        self.path, self.rank, self.world, self.device = path, rank, world, device
-        self.sums: dict[str, Tensor] = {}
-        self.count = 0
-        self.t0 = time.monotonic()
-        if rank == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-
-    def add(self, parts: dict[str, Tensor]) -> None:
-        for k, v in parts.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        self.count += 1
-
-    def flush(self, step: int, train_seconds: float, stage: str, lr: float) -> dict:
-        if not self.count:
-            return {}
-        keys = sorted(self.sums)
-        flat = torch.cat([self.sums[k].reshape(-1) for k in keys])
-        if self.world > 1:
-            dist.all_reduce(flat)
-        values, offset, row = flat.tolist(), 0, {}
-        for k in keys:
-            n = self.sums[k].numel()
-            row[k] = values[offset : offset + n] if n > 1 else values[offset]
-            offset += n
-        row = _finish_row(row, self.count * self.world)
-        now = time.monotonic()
-        row = {
-            "step": step,
-            "time_s": round(train_seconds, 2),
-            "stage": stage,
-            "lr": lr,
-            "steps_per_s": round(self.count / max(1e-9, now - self.t0), 3),
-            **row,
-        }
-        if self.rank == 0:
-            with self.path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            log.info("step %d %s loss %.4f", step, stage, row.get("loss", float("nan")))
-        self.sums, self.count, self.t0 = {}, 0, now
-        return row
-
-
-def _finish_row(raw: dict, samples: int) -> dict:
-    """Means over the interval; per-quality sums become bpp_q<k> / psnr_q<k>."""
-    counts = raw.pop("q_count", None)
-    q_bpp, q_psnr = raw.pop("q_bpp", None), raw.pop("q_psnr", None)
-    row = {k: round(v / samples, 6) for k, v in raw.items()}
-    row["skipped"] = int(raw.get("skipped", 0))
-    if counts is not None:
-        for k, c in enumerate(counts, start=1):
-            if c:
-                row[f"bpp_q{k}"] = round(q_bpp[k - 1] / c, 5)
-                row[f"psnr_q{k}"] = round(q_psnr[k - 1] / c, 3)
-    return row
