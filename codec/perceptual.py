@@ -31,7 +31,7 @@ from torch import nn
 
 from codec.errors import CheckpointError, InputImageError
 
-__all__ = ["STLPIPS", "BlurPool", "to_unit_range", "weights_path"]
+__all__ = ["STLPIPS", "BlurPool", "save_weights", "to_unit_range", "weights_path"]
 
 NetName = Literal["alex", "vgg"]
 
@@ -91,13 +91,15 @@ def _build_stage(recipe: list, start: int, channels: int) -> tuple[nn.Sequential
 
 
 def weights_path(net: NetName) -> Path:
-    """The weight file for ``net``: ``$DITIC_STLPIPS_DIR/<file>`` if set, else the installed
-    ``stlpips-pytorch`` package's copy (located without importing it)."""
+    """The weight file for ``net``: in ``$DITIC_STLPIPS_DIR`` if set (a ``.safetensors`` copy made by
+    :func:`save_weights` first, else the ``.pth``), else the installed ``stlpips-pytorch`` package's
+    ``.pth`` (located without importing the package)."""
     if net not in _FILES:
         raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
     folder = os.environ.get("DITIC_STLPIPS_DIR")
     if folder:
-        path = Path(folder) / _FILES[net]
+        compact = Path(folder) / _FILES[net].replace(".pth", ".safetensors")
+        path = compact if compact.is_file() else Path(folder) / _FILES[net]
     else:
         spec = importlib.util.find_spec("stlpips_pytorch")
         if spec is None or not spec.submodule_search_locations:
@@ -148,10 +150,15 @@ class STLPIPS(nn.Module):
 
     def _load(self, path: Path) -> None:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # any unpickling failure means a bad file
             raise CheckpointError(f"cannot read ST-LPIPS weights {path}: {e}") from e
-        state = {_rename(k): v for k, v in state.items()}
+        state = {_rename(k): v.float() for k, v in state.items()}
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
@@ -185,6 +192,19 @@ class STLPIPS(nn.Module):
         if x0.shape != x1.shape:
             raise InputImageError(f"images differ in shape: {tuple(x0.shape)} vs {tuple(x1.shape)}")
         return self.distance(self.features(x0), self.features(x1))
+
+
+def save_weights(net: NetName, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """A compact ``.safetensors`` copy of ``net``'s weights in ``dtype`` (VGG: 59 MB -> 29 MB in
+    float16), for machines without the ``stlpips-pytorch`` package; point ``DITIC_STLPIPS_DIR`` at
+    its folder (name it ``<net>_shift_tolerant.safetensors``). Loading upcasts to float32; float16
+    weights move distances by ~1e-4, fine for a training loss, not for reporting."""
+    from safetensors.torch import save_file
+
+    state = {k: v.to(dtype).contiguous() for k, v in STLPIPS(net).state_dict().items()}
+    path = Path(path)
+    save_file(state, str(path), metadata={"what": f"ST-LPIPS-{net}", "source": "stlpips-pytorch 0.0.2"})
+    return path
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

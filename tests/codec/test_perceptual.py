@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from codec.errors import CheckpointError, InputImageError
-from codec.perceptual import MIN_SIDE, STLPIPS, to_unit_range, weights_path
+from codec.perceptual import MIN_SIDE, STLPIPS, save_weights, to_unit_range, weights_path
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "stlpips_reference.json").read_text())
@@ -97,3 +97,14 @@ def test_bad_weight_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DITIC_STLPIPS_DIR", str(tmp_path))
     with pytest.raises(CheckpointError, match="missing"):
         weights_path("alex")
+
+
+def test_compact_half_precision_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_weights("alex", tmp_path / "alex_shift_tolerant.safetensors")
+    assert path.stat().st_size < 0.6 * weights_path("alex").stat().st_size
+    monkeypatch.setenv("DITIC_STLPIPS_DIR", str(tmp_path))
+    assert weights_path("alex") == path
+    case = REFERENCE["pairs"]["fruits_jpeg_q10"]
+    with torch.no_grad():
+        compact = STLPIPS("alex")(load(case["x0"]), load(case["x1"])).item()
+    assert compact == pytest.approx(case["alex"], rel=2e-3)
