@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--images", default=None, help="folder of photos to use (default: examples/photos)")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage decode split")
     parser.add_argument("--out", default="out/bench", help="folder for the results")
+    parser.add_argument("--items", type=int, default=512, help="pipeline mode: images in the generated set")
+    parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
         export_payloads(args.model, device, out, _photo_paths(args.images))
         return 0
     if args.mode == "pipeline":
-        from pipeline.job import bench_pipeline  # the pipeline engineer's entry point
-
         rows = bench_pipeline(args, device)
     else:
         rows = bench_codec(args, device)
@@ -210,6 +210,63 @@ def _bench_point(codec, images: list, quality: int, clock: _Clock, args, device:
     return row
 
 
+# --- pipeline --------------------------------------------------------------------------------
+def _write_photo_set(paths: list[Path], width: int, height: int, n: int, folder: Path) -> None:
+    """n distinct JPEGs of width x height: random cover-crops and flips of the photos."""
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in paths]
+    for i in range(n):
+        im = sources[i % len(sources)]
+        scale = rng.uniform(1.0, 1.5)
+        big = ImageOps.fit(im, (int(width * scale), int(height * scale)))
+        x, y = rng.integers(0, big.width - width + 1), rng.integers(0, big.height - height + 1)
+        crop = big.crop((int(x), int(y), int(x) + width, int(y) + height))
+        if rng.random() < 0.5:
+            crop = ImageOps.mirror(crop)
+        crop.save(folder / f"img{i:06d}.jpg", quality=92)
+
+
+def bench_pipeline(args: argparse.Namespace, device: str) -> list[dict]:
+    """The compress pipeline into a discarding sink, beside the codec alone at the same batch size on
+    the same device (measured first, in this process): end-to-end / codec-only images/s."""
+    import tempfile
+
+    import torch
+
+    from codec.api import load_codec
+    from pipeline.job import CompressOptions, measure_throughput
+
+    rows = []
+    for width, height in _parse_sizes(args.sizes):
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            dtype_name = args.dtypes.split(",")[0].strip()
+            codec = load_codec(args.model, device=device, dtype=getattr(torch, DTYPES[dtype_name]),
+                               allow_untrained=True)  # fmt: skip
+            images = _photos(_photo_paths(args.images), width, height, batch)
+            quality = args.quality or max(codec.qualities)
+            _, times = _timed(
+                _Clock(device), codec.encode_items, (images, quality), args.warmup, args.repeats
+            )
+            codec_only = 1e3 * batch / _pct(times, 50)
+            del codec
+            with tempfile.TemporaryDirectory() as tmp:
+                _write_photo_set(_photo_paths(args.images), width, height, args.items, Path(tmp))
+                options = CompressOptions(
+                    source=tmp, model=args.model, quality=args.quality, batch_size=batch,
+                    num_actors=args.num_actors, device=device, dtype=DTYPES[dtype_name], progress=False,
+                )  # fmt: skip
+                result = measure_throughput(options)
+            row = dict(result, model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
+                       codec_only_images_s=codec_only,
+                       end_to_end_over_codec_only=result["end_to_end_images_per_s"] / codec_only)  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 # --- cross-device export -----------------------------------------------------------------------
 def export_payloads(model: str, device: str, out: Path, paths: list[Path]) -> None:
     """Encode photos (cut to 256x192) with every quality on ``device``; write payloads + decoded y_hat and
@@ -286,6 +343,8 @@ COLUMNS = [("model", "model"), ("dtype", "dtype"), ("size", None), ("batch", "ba
 
 
 def markdown_table(rows: list[dict]) -> str:
+    if "end_to_end_over_codec_only" in rows[0]:
+        return _pipeline_table(rows)
     lines = ["| " + " | ".join(c for c, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in rows:
         cells = []
@@ -301,4 +360,20 @@ def markdown_table(rows: list[dict]) -> str:
                 v = r[key]
                 cells.append(f"{v:.1f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pipeline_table(rows: list[dict]) -> str:
+    head = (
+        "| model | dtype | size | batch | actors | items | wall s (start-up included) | end-to-end img/s "
+        "| codec in pipeline img/s | codec-only img/s | end-to-end / codec-only |\n|" + " --- |" * 11
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['dtype']} | {r['width']}x{r['height']} | {r['batch']} | {r['actors']} "
+            f"| {r['items']} | {r['wall_s']:.1f} | {r['end_to_end_images_per_s']:.1f} "
+            f"| {r['codec_images_per_s']:.1f} | {r['codec_only_images_s']:.1f} "
+            f"| {r['end_to_end_over_codec_only']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
