@@ -146,8 +146,9 @@ def _ray_worker(config: dict) -> None:
     summary = trainer.fit(
         report=lambda row: ray.train.report({k: v for k, v in row.items() if not isinstance(v, list)})
     )
-    if trainer.rank == 0:  # Ray keeps reported metrics only beside checkpoints: hand it over in a file
-        (Path(trainer.opts.out) / "summary.json").write_text(json.dumps(summary))
+    # Ray keeps reported metrics only beside checkpoints: hand the summary over in a file
+    name = "summary.json" if trainer.rank == 0 else f"summary-rank{trainer.rank}.json"
+    (Path(trainer.opts.out) / name).write_text(json.dumps(summary))
 
 
 def train_ray(

@@ -315,12 +315,14 @@ class Trainer:
             "stop": reason,
             "stage": self.stage,
             "state_precision": meta.get("precision"),
+            "weights_checksum": sum(float(p.detach().double().sum()) for p in self.model.parameters()),
         }
 
     def _should_stop(self, started: float, budget: float, save_cost: float, reason: str) -> tuple[bool, str]:
         """Schedule end or time budget; ranks agree through rank 0 (checked at log steps only)."""
         if self.world > 1 and self.step % self.opts.log_every:
             return False, reason
+        self._synced = None  # this rank's own progress; rank 0's replaces it below
         done = self.progress() >= 1.0
         # the steps until the next check (every step on one rank, log steps with several)
         step_cost = (getattr(self, "_step_s", None) or 0.0) * (self.opts.log_every if self.world > 1 else 1)
@@ -329,7 +331,6 @@ class Trainer:
             flag = torch.tensor([float(done), float(late), self.train_seconds], device=self.device)
             dist.broadcast(flag, src=0)
             done, late, self.train_seconds = bool(flag[0] > 0), bool(flag[1] > 0), float(flag[2])
-            self._synced = None
             self._synced = self.progress()
         if done:
             return True, "schedule done"

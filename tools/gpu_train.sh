@@ -72,7 +72,8 @@ set -e
 # the real-bitstream check on held-out training photos, with the metric not trained on
 [ -f .carry/stlpips-alex/alex_shift_tolerant.pth ] && export DITIC_STLPIPS_DIR="$PWD/.carry/stlpips-alex"
 "$PY" tools/quick_eval.py "$RUN/$CONFIG.safetensors" --data "$DATA" --holdout "$HOLDOUT" \
-  --crop "${EVAL_CROP:-256}" --out "$RUN/quick_eval.json" > /dev/null || echo "gpu_train: quick_eval failed"
+  --crop "${EVAL_CROP:-256}" --out "$RUN/quick_eval.json" ${EVAL_QUALITIES:+--qualities $EVAL_QUALITIES} > /dev/null \
+  || echo "gpu_train: quick_eval failed"
 
 # what comes back: <= 8 files of <= 16 MiB, 64 MiB in all. The training state goes at the richest
 # precision within 44 MiB (lean for ditic-small: 3 shards); the fp16 export is rebuilt from it here.

@@ -35,11 +35,13 @@ def held_out_crops(data: str, holdout: int, seed: int, crop: int) -> tuple[list[
     return held.names, [c.permute(1, 2, 0).numpy() for c in crops]
 
 
-def evaluate(checkpoint: str, images: list[np.ndarray], device: str) -> dict:
+def evaluate(
+    checkpoint: str, images: list[np.ndarray], device: str, qualities: list[int] | None = None
+) -> dict:
     codec = load_codec(checkpoint, device=device)
     lpips = _alex(device)
     results: dict = {"model_id": codec.model_id, "qualities": {}}
-    for q in codec.qualities:
+    for q in qualities or codec.qualities:
         t0 = time.perf_counter()
         items = codec.encode_items(images, quality=q)
         decoded = codec.decode([it.payload for it in items])
@@ -76,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--qualities", type=int, nargs="*", help="default: all the model has")
     p.add_argument("--out", help="write the results here as JSON too")
     args = p.parse_args(argv)
     names, images = held_out_crops(args.data, args.holdout, args.seed, args.crop)
-    results = {"images": names, "crop": args.crop, **evaluate(args.checkpoint, images, args.device)}
+    results = {
+        "images": names,
+        "crop": args.crop,
+        **evaluate(args.checkpoint, images, args.device, args.qualities),
+    }
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:

@@ -1,4 +1,4 @@
-"""The training loop inside Ray Train (TorchTrainer, one CPU worker, gloo)."""
+"""The training loop inside Ray Train (TorchTrainer on CPU workers, gloo)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from jobs.train import TrainOptions, train_ray
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_ray_train_runs_two_steps(ray_cluster, tmp_path: Path):  # noqa: F811
+def _opts(tmp_path: Path, **kw) -> TrainOptions:
     photos = tmp_path / "photos"
     photos.mkdir()
     src = sorted(p for p in (REPO / "examples" / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png"))[
@@ -25,7 +24,7 @@ def test_ray_train_runs_two_steps(ray_cluster, tmp_path: Path):  # noqa: F811
         im = im.convert("RGB")
         im.thumbnail((128, 128))
         im.save(photos / "one.png")
-    opts = TrainOptions(
+    base = dict(
         data=str(photos),
         config="ditic-test",
         out=str(tmp_path / "run"),
@@ -37,8 +36,17 @@ def test_ray_train_runs_two_steps(ray_cluster, tmp_path: Path):  # noqa: F811
         loader_threads=1,
         stage_a=0.5,
     )
-    summary = train_ray(opts, num_workers=1, use_gpu=False, cpus_per_worker=1)
-    assert summary["step"] == 2 and summary["stage"] == "B"
+    return TrainOptions(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_ray_train_two_steps_on_two_workers(ray_cluster, tmp_path: Path):  # noqa: F811
+    """2 steps (stage A then B) under DDP on two CPU workers: each draws its own crops, the averaged
+    gradient keeps their weights identical; rank 0 logs and saves the state."""
+    summary = train_ray(_opts(tmp_path, lr=1e-3), num_workers=2, use_gpu=False, cpus_per_worker=0.5)
+    other = json.loads((tmp_path / "run" / "summary-rank1.json").read_text())
+    assert summary["step"] == other["step"] == 2 and summary["stage"] == "B"
+    assert summary["weights_checksum"] == other["weights_checksum"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["stage"]) for r in rows] == [(1, "A"), (2, "B")]
     assert json.loads((tmp_path / "run" / "state" / "state.json").read_text())["step"] == 2
