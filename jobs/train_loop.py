@@ -280,7 +280,7 @@ class Trainer:
         started = time.monotonic()
         budget = 60.0 * self.opts.time_budget_min if self.opts.time_budget_min else math.inf
         logger = JsonlLog(Path(self.opts.out) / "log.jsonl", self.rank, self.world)
-        last_save, save_cost, reason = time.monotonic(), 10.0, "schedule done"
+        last_save, save_cost, reason = time.monotonic(), 5.0, "schedule done"
         self.model.train()
         while True:
             stop, reason = self._should_stop(started, budget, save_cost, reason)

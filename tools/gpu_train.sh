@@ -55,7 +55,9 @@ fi
 
 elapsed=$(($(date +%s) - start))
 train_min=$("$PY" -c "print(round(max(0.2, $budget_min - $elapsed / 60 - ${RESERVE_MIN:-1.5}), 2))")
-schedule=(--minutes "${SCHEDULE_MIN:-$train_min}")
+# a one-call schedule ends ~30 s before the budget stops the loop (state saves, the last log interval),
+# so that the learning-rate decay runs to its end
+schedule=(--minutes "${SCHEDULE_MIN:-$("$PY" -c "print(round(max(0.1, $train_min - 0.5), 2))")}")
 [ -n "${STEPS:-}" ] && schedule=(--steps "$STEPS")
 [ -n "${STOP_AT:-}" ] && schedule+=(--stop-at-step "$STOP_AT")
 echo "gpu_train: $CONFIG, ${train_min} min of training in this call (${elapsed}s spent on setup)"
