@@ -9,8 +9,8 @@
 # Device call: carry [".bundle/install.sh", ".bundle/wheels", ".carry/train", ".carry/stlpips",
 #                     ".carry/stlpips-alex"]  (~50 MiB), command: bash tools/gpu_train.sh 8.5
 # A second call continues the run: SCHEDULE_MIN=15 RESUME=1 bash tools/gpu_train.sh 8.5
-#   (on the still-warm machine runs/gpu/state is there at full precision; on a fresh one, copy the
-#   state/ folder of the first call's $OUT to .carry/state and carry it instead of stlpips-alex).
+#   (on the still-warm machine runs/gpu/state is there at full precision; on a fresh one, carry the
+#   first call's state slimmed to 20 MiB as .carry/state instead of stlpips-alex: docs/TRAINING.md).
 # Back here: python tools/export_state.py <files_at>/state codec/weights/ditic-small.safetensors
 #
 # Environment (defaults): CONFIG=ditic-small DATA=.carry/train RUN=runs/gpu OUT=$OUT (else RUN/out)
