@@ -62,8 +62,10 @@ def main() -> int:
     bad = [r for r in rows if r["latent_max_diff"] > LATENT_TOLERANCE]
     worst_latent = max(r["latent_max_diff"] for r in rows)
     worst_psnr = min(r["pixel_psnr"] for r in rows)
-    print(f"{len(rows)} decodes: latent max |diff| {worst_latent:.3g}, worst pixel PSNR {worst_psnr:.1f} dB, "
-          f"max pixel diff {max(r['pixel_max_diff'] for r in rows):.0f}; latent mismatches: {len(bad)}")
+    print(
+        f"{len(rows)} decodes: latent max |diff| {worst_latent:.3g}, worst pixel PSNR {worst_psnr:.1f} dB, "
+        f"max pixel diff {max(r['pixel_max_diff'] for r in rows):.0f}; latent mismatches: {len(bad)}"
+    )
     return 1 if bad else 0
 
 
