@@ -177,3 +177,14 @@ def test_cli_trains_and_exports(photos: Path, tmp_path: Path):
     cfg = read_checkpoint_info(out / "w.safetensors").config
     assert cfg.prompter.mode == "learned" and cfg.flow.variance_guidance is False
     assert main(["train", "--data", str(tmp_path / "nothing"), "--config", "ditic-test"]) == 1
+
+
+def test_adversarial_stage_updates_generator_and_discriminator(photos: Path, tmp_path: Path):
+    trainer = Trainer(_opts(photos, tmp_path, stage="C", steps=1, perceptual="vgg"))
+    disc_before = [p.detach().clone() for p in trainer.disc.parameters()]
+    summary = trainer.fit()
+    assert summary["stage"] == "C" and summary["step"] == 1
+    row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    assert {"gan_g", "gan_d", "perceptual", "bpp", "distill"} <= set(row)
+    assert row["gan_d"] > 0 and row["skipped"] == 0
+    assert any(not torch.equal(a, b) for a, b in zip(disc_before, trainer.disc.parameters(), strict=True))
