@@ -137,14 +137,15 @@ def _ray_worker(config: dict) -> None:
     from jobs.train_loop import Trainer
 
     ctx = ray.train.get_context()
-    resume = config.pop("_resume", False)
+    resume, until_step = config.pop("_resume", False), config.pop("_until_step", None)
     trainer = Trainer(
         TrainOptions(**config), ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
     )
     if resume:
         trainer.resume()
     summary = trainer.fit(
-        report=lambda row: ray.train.report({k: v for k, v in row.items() if not isinstance(v, list)})
+        report=lambda row: ray.train.report({k: v for k, v in row.items() if not isinstance(v, list)}),
+        until_step=until_step,
     )
     # Ray keeps reported metrics only beside checkpoints: hand the summary over in a file
     name = "summary.json" if trainer.rank == 0 else f"summary-rank{trainer.rank}.json"
@@ -157,6 +158,7 @@ def train_ray(
     resume: bool = False,
     use_gpu: bool | None = None,
     cpus_per_worker: float = 1.0,
+    until_step: int | None = None,
 ) -> dict:
     """DDP over ``num_workers`` Ray Train workers; rank 0 writes ``out/state`` and ``out/log.jsonl``
     (``out`` must be a folder every worker can reach: local for one node, shared storage beyond)."""
@@ -176,7 +178,7 @@ def train_ray(
     use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
     trainer = TorchTrainer(
         _ray_worker,
-        train_loop_config={**opts.to_dict(), "_resume": resume},
+        train_loop_config={**opts.to_dict(), "_resume": resume, "_until_step": until_step},
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
         ),
@@ -316,13 +318,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     opts = options_from_args(args)
     if args.ray:
-        summary = train_ray(opts, args.num_workers, resume=args.resume)
-        print(json.dumps(summary))
+        summary = train_ray(opts, args.num_workers, resume=args.resume, until_step=args.stop_at_step)
         if args.export:
-            print(
-                "--export with --ray: run `ditic train --resume --steps 0 --export ...` on the state",
-                file=sys.stderr,
-            )
+            summary["model_id"] = export_state(Path(opts.out) / "state", args.export)
+            summary["export"] = str(args.export)
+        print(json.dumps(summary))
         return 0
     trainer, summary = train(opts, resume=args.resume, device=args.device, until_step=args.stop_at_step)
     if trainer.held_out is not None:
