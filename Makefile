@@ -9,7 +9,7 @@ $(BIN)/ditic: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.4"
-	$(BIN)/pip install -q -e ".[test,dev]"
+	$(BIN)/pip install -q -e ".[test,dev,eval]"
 	touch $(BIN)/ditic
 
 setup: $(BIN)/ditic
