@@ -142,6 +142,15 @@ def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, meta
         idx, key = name.split("/")
         slots.setdefault(int(idx), {})[key] = torch.tensor(value, dtype=torch.float32)
     opt.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    # moments must share their parameter's strides: fused AdamW refuses a contiguous exp_avg beside a
+    # channels_last weight (the first resumed step on the GPU failed so)
+    for group in opt.param_groups:
+        for param in group["params"]:
+            slots = opt.state.get(param, {})
+            for key, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    if value.stride() != param.stride():
+                        slots[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _collect(model: nn.Module, ema: EMA, optimizers: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -125,3 +125,23 @@ def test_broken_states_are_named(tmp_path: Path):
     (tmp_path / "state.json").write_text(json.dumps({**meta, "format": "something-else"}))
     with pytest.raises(CheckpointError, match="expected"):
         read_state(tmp_path)
+
+
+def test_resumed_moments_keep_the_parameter_layout_for_fused_adamw() -> None:
+    """Saved moments come back contiguous; a channels_last weight needs them channels_last too, or
+    fused AdamW refuses the first resumed step (seen on the H200)."""
+    from jobs.train_state import _load_optimizer, _optimizer_tensors
+
+    weight = torch.nn.Parameter(torch.randn(8, 4, 3, 3).contiguous(memory_format=torch.channels_last))
+    opt = torch.optim.AdamW([weight], fused=True)
+    weight.grad = torch.randn_like(weight)
+    opt.step()
+    tensors, meta = _optimizer_tensors(opt, "opt.main")
+    tensors = {k: v.contiguous() for k, v in tensors.items()}  # as safetensors gives them back
+    resumed = torch.nn.Parameter(weight.detach().clone().contiguous(memory_format=torch.channels_last))
+    opt2 = torch.optim.AdamW([resumed], fused=True)
+    _load_optimizer(opt2, "opt.main", tensors, meta)
+    assert opt2.state[resumed]["exp_avg"].stride() == resumed.stride()
+    torch.testing.assert_close(opt2.state[resumed]["exp_avg"], opt.state[weight]["exp_avg"])
+    resumed.grad = weight.grad.clone()
+    opt2.step()  # raised "must have same dtype, device, and layout" before the fix
