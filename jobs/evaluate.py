@@ -226,7 +226,10 @@ def _report(
         notes.append(f"no BD-rates: the anchor {anchor!r} was not evaluated")
     bd_json = {"anchor": anchor, "method": "pchip", "bd": bd}
     (out_dir / "bd_rate.json").write_text(json.dumps(bd_json, indent=2, allow_nan=False) + "\n")
-    files += write_plots(curves, out_dir, f"{dataset} ({len({r['key'] for r in rows})} images)")
+    try:
+        files += write_plots(curves, out_dir, f"{dataset} ({len({r['key'] for r in rows})} images)")
+    except ModuleNotFoundError as e:  # e.g. a GPU machine without the eval extra: numbers still count
+        notes.append(f"no plots: {e.name} is not installed (pip install matplotlib)")
     (out_dir / "summary.md").write_text(markdown(curves, bd, anchor, notes))
     files += [out_dir / n for n in ("per_image.csv", "per_image.parquet", "bd_rate.json", "summary.md")]
     return EvaluationResult(rows, curves, bd, notes, files, fid)

@@ -5,7 +5,7 @@ Classical codecs (``jpeg``, ``webp``, ``avif``, ``jxl``) come from :mod:`codec.c
 timed per image on the CPU. Anything else names a learned codec for :func:`codec.api.load_codec`
 (``ditic-small``, ``ditic-test``, or a ``.safetensors`` checkpoint); its times are the model's own
 (device time plus CPU entropy coding, as ``EncodedItem``/``DecodedItem`` report them), measured
-after one warm-up so that one-off start-up costs stay out of the numbers.
+after one warm-up on accelerators so that one-off start-up costs stay out of the numbers.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class LearnedContender:
         self._warm = True
 
     def code(self, images: list[np.ndarray], quality: int) -> list[Coded]:
-        if not self._warm and images:
+        if not self._warm and images and self.codec.device.type != "cpu":  # CUDA: lazy init, autotuning
             self._warm_up(images[0], quality)
         encoded = self.codec.encode_items(images, quality)
         decoded = self.codec.decode_items([item.payload for item in encoded])

@@ -128,6 +128,7 @@ def write_plots(curves: dict[str, list[dict[str, Any]]], out_dir: Path, title: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     paths = []
     for metric, (label, _, field) in METRICS.items():
@@ -137,6 +138,9 @@ def write_plots(curves: dict[str, list[dict[str, Any]]], out_dir: Path, title: s
             if kept:
                 ax.plot([p["bpp"] for p in kept], [p[field] for p in kept], marker="o", ms=3.5, label=codec)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator([0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.set_title(title, fontsize=10)
