@@ -163,8 +163,6 @@ def train_ray(
     """DDP over ``num_workers`` Ray Train workers; rank 0 writes ``out/state`` and ``out/log.jsonl``
     (``out`` must be a folder every worker can reach: local for one node, shared storage beyond)."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     opts.check()
     opts = dataclasses.replace(
@@ -172,9 +170,28 @@ def train_ray(
         out=str(Path(opts.out).resolve()),
         data=str(Path(opts.data).resolve()) if "://" not in opts.data else opts.data,
     )
-    if not ray.is_initialized():
+    started_ray = not ray.is_initialized()
+    if started_ray:
         repo = str(Path(__file__).resolve().parent.parent)
         ray.init(runtime_env={"env_vars": {"PYTHONPATH": repo}}, include_dashboard=False)
+    try:
+        return _fit_on_ray(opts, num_workers, use_gpu, cpus_per_worker, resume, until_step)
+    finally:
+        if started_ray:  # leave the process as we found it (callers may start their own Ray next)
+            ray.shutdown()
+
+
+def _fit_on_ray(
+    opts: TrainOptions,
+    num_workers: int,
+    use_gpu: bool | None,
+    cpus_per_worker: float,
+    resume: bool,
+    until_step: int | None,
+) -> dict:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
     trainer = TorchTrainer(
         _ray_worker,

@@ -152,6 +152,8 @@ def ray_cluster() -> Iterator[str]:
     import ray.data
 
     repo = str(Path(__file__).resolve().parent.parent)
+    if ray.is_initialized():  # another test started its own Ray in this process: replace it
+        ray.shutdown()
     ray.init(
         address="local",
         num_cpus=2,
