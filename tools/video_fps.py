@@ -91,8 +91,10 @@ def main() -> int:
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "model": args.model, "model_id": codec.model_id, "dtype": args.dtype, "size": args.size,
         "frames": len(frames), "batch": args.batch, "quality": quality,
-        "pyav_decode_fps": round(decode_fps, 1), "encode_fps": round(enc_fps, 1), "decode_fps": round(dec_fps, 1),
-        "kbps": round(bits / len(frames) * rate / 1000, 1), "bpp": bits / (len(frames) * width * height),
+        "pyav_decode_fps": round(decode_fps, 1),
+        "encode_fps": round(enc_fps, 1), "decode_fps": round(dec_fps, 1),
+        "kbps": round(bits / len(frames) * rate / 1000, 1),
+        "bpp": bits / (len(frames) * width * height),
         "psnr_rgb": round(float(np.mean(scores)), 2),
     }  # fmt: skip
     print(json.dumps(report))
