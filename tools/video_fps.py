@@ -37,7 +37,8 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: int) -> Non
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
             x = int((big.width - width) * i / max(1, frames - 1))
-            frame = av.VideoFrame.from_ndarray(np.asarray(big.crop((x, 0, x + width, height))), format="rgb24")
+            pixels = np.asarray(big.crop((x, 0, x + width, height)))
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
 
