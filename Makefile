@@ -15,14 +15,14 @@ $(BIN)/ditic: pyproject.toml
 setup: $(BIN)/ditic
 
 demo: setup
-	$(BIN)/ditic compress-images examples/photos out/demo-archive --overwrite
+	$(BIN)/ditic compress-images examples/photos out/demo-archive --overwrite --metrics
 	$(BIN)/ditic verify out/demo-archive
 
 test: setup
 	$(BIN)/python -m pytest -q tests
 
 lint: setup
-	$(BIN)/ruff check codec pipeline jobs tests
+	$(BIN)/ruff check codec pipeline jobs tests tools
 
 clean:
 	rm -rf out .pytest_cache
