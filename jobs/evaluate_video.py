@@ -76,7 +76,8 @@ def _ours(codec: Any, frames: list[np.ndarray], seconds: float, batch: int) -> l
 def _classical(probe: Any, frames: list[np.ndarray], seconds: float, codec: str, crf: int) -> dict:
     from dataclasses import replace
 
-    from pipeline.video import VideoWriter, decode_range, probe_video
+    from pipeline.video import decode_range, probe_video
+    from pipeline.video_writer import VideoWriter
 
     header = replace(probe.header, streams=())
     buffer, started = io.BytesIO(), time.perf_counter()

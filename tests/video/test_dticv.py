@@ -14,10 +14,10 @@ from pipeline.dticv import (
     FOOTER_SIZE,
     CarriedPacket,
     CarriedStream,
-    DticvReader,
     VideoHeader,
     pack_dticv,
 )
+from pipeline.dticv_reader import DticvReader
 
 AUDIO = CarriedStream(
     kind="audio", codec_name="aac", time_base=Fraction(1, 48000), extradata=b"\x11\x90",

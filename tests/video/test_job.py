@@ -9,10 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.compress_videos import VideoJob, committed_videos, compress_videos, restore_video
-from pipeline.dticv import open_container
+from pipeline.dticv_reader import open_container
 from pipeline.storage import open_location
 from pipeline.video import media_summary
+from pipeline.video_job import VideoJob, compress_videos
+from pipeline.video_manifest import committed_videos
+from pipeline.video_restore import restore_video
 
 pytestmark = pytest.mark.slow
 MODEL = "ditic-test"
@@ -44,7 +46,7 @@ def first_run(ray_cluster, s3_store, video_bucket) -> dict[str, object]:
 
 def _frames(dest: str, options: dict, key: str) -> list[dict]:
     location = open_location(dest, options)
-    from jobs.compress_videos import video_id
+    from pipeline.video_manifest import video_id
 
     path = location.path("manifests", "frames", f"{video_id(key)}.parquet")
     return pq.read_table(location.fs.open(path, "rb")).to_pylist()

@@ -10,12 +10,12 @@ import pytest
 
 from pipeline.video import (
     VideoInputError,
-    VideoWriter,
     decode_range,
     media_summary,
     plan_ranges,
     probe_video,
 )
+from pipeline.video_writer import VideoWriter
 
 
 def test_plan_ranges_are_whole_batches():
