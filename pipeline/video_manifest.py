@@ -20,7 +20,15 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.manifest import manifest_bytes
-from pipeline.storage import Location, list_files, move, read_bytes, with_retries, write_bytes_atomic
+from pipeline.storage import (
+    Location,
+    ensure_parent,
+    list_files,
+    move,
+    read_bytes,
+    with_retries,
+    write_bytes_atomic,
+)
 
 __all__ = ["FRAME_SCHEMA", "VIDEO_SCHEMA", "video_id", "commit_table", "committed_videos", "upload_file"]
 
@@ -69,5 +77,6 @@ def committed_videos(location: Location) -> dict[str, dict[str, Any]]:
 
 def upload_file(location: Location, local: str, final: str) -> None:
     staging = location.path("_staging", f"{uuid.uuid4().hex}.dticv")
+    ensure_parent(location.fs, staging)  # a local DEST has real folders; object stores do not
     with_retries(lambda: location.fs.put_file(local, staging), f"upload {staging}")
     move(location.fs, staging, final)

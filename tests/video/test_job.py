@@ -141,3 +141,16 @@ def test_restore_refuses_another_model(first_run, video_bucket, tmp_path: Path):
     with pytest.raises(ModelMismatchError, match="encoded by model"):
         restore_video(f"{first_run['dest']}/vfr.mkv.dticv", str(tmp_path / "x.mp4"), video_bucket["options"],
                       model="ditic-small")  # fmt: skip
+
+
+def test_a_local_folder_works_as_source_and_destination(ray_cluster, clips, tmp_path: Path):
+    """A plain local DEST has real folders: staging and upload must create them (object stores do not)."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    (src / "plain.mp4").write_bytes(clips["plain"].read_bytes())
+    dest = tmp_path / "archive"  # does not exist yet
+    summary = compress_videos(_job(str(src), str(dest), {}, actors=1, cpus_per_actor=1.0))
+    assert summary["videos"]["ok"] == 1, summary
+    container = open_container(str(dest / "plain.mp4.dticv"))
+    assert container.frame_count == 12
+    assert all(container.read_frames())
