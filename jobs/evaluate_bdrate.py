@@ -112,12 +112,7 @@ def bd_rate(
     rt, qt = _curve(test_rate, test_quality, "test")
     if not higher_is_better:
         qa, qt = -qa, -qt
-    qa, ra = _sorted_unique(qa, ra, "quality")
-    qt, rt = _sorted_unique(qt, rt, "quality")
-    lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
-    if hi <= lo:
-        return math.nan
-    diff = (_integral(qt, rt, lo, hi, method) - _integral(qa, ra, lo, hi, method)) / (hi - lo)
+    diff = _mean_gap(qa, ra, qt, rt, method, "quality")
     return float((math.exp(diff) - 1.0) * 100.0)
 
 
@@ -134,10 +129,17 @@ def bd_quality(
     (BD-PSNR when quality is PSNR); positive is better. NaN if the rate ranges do not overlap."""
     ra, qa = _curve(anchor_rate, anchor_quality, "anchor")
     rt, qt = _curve(test_rate, test_quality, "test")
-    ra, qa = _sorted_unique(ra, qa, "rate")
-    rt, qt = _sorted_unique(rt, qt, "rate")
-    lo, hi = max(ra[0], rt[0]), min(ra[-1], rt[-1])
+    diff = _mean_gap(ra, qa, rt, qt, method, "rate")
+    return float(diff if higher_is_better else -diff)
+
+
+def _mean_gap(
+    xa: np.ndarray, ya: np.ndarray, xt: np.ndarray, yt: np.ndarray, method: Method, what: str
+) -> float:
+    """Mean of (test - anchor) y over the x interval both curves cover; NaN when they share none."""
+    xa, ya = _sorted_unique(xa, ya, what)
+    xt, yt = _sorted_unique(xt, yt, what)
+    lo, hi = max(xa[0], xt[0]), min(xa[-1], xt[-1])
     if hi <= lo:
         return math.nan
-    diff = (_integral(rt, qt, lo, hi, method) - _integral(ra, qa, lo, hi, method)) / (hi - lo)
-    return float(diff if higher_is_better else -diff)
+    return (_integral(xt, yt, lo, hi, method) - _integral(xa, ya, lo, hi, method)) / (hi - lo)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import example_photo_paths
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DITIC_SHARED", REPO.parent / "shared"))
@@ -23,5 +24,4 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def example_photos() -> list[Path]:
     """The small, freely licensed photos shipped in the repo (examples/photos)."""
-    folder = REPO / "examples" / "photos"
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    return example_photo_paths()

@@ -8,29 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from helpers import write_small_photos
 
 from codec.weights import canonical_state_dict
 from jobs.train import TrainOptions, export_state, export_trainer
 from jobs.train_loop import Trainer, stage_at
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     """Three real photos, downsized so that 64² crops are cheap."""
-    folder = tmp_path_factory.mktemp("train")
-    sources = sorted(
-        p for p in (REPO / "examples" / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png")
-    )
-    assert len(sources) >= 3, "examples/photos should hold a few photos"
-    for src in sources[:3]:
-        with Image.open(src) as im:
-            im = im.convert("RGB")
-            im.thumbnail((128, 128))
-            im.save(folder / f"{src.stem}.png")
-    return folder
+    return write_small_photos(tmp_path_factory.mktemp("train"))
 
 
 def _opts(photos: Path, out: Path, **kw) -> TrainOptions:

@@ -7,23 +7,13 @@ from pathlib import Path
 
 import pytest
 from fixtures_stack import ray_cluster  # noqa: F401
-from PIL import Image
+from helpers import write_small_photos
 
 from jobs.train import TrainOptions, train_ray
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _opts(tmp_path: Path, **kw) -> TrainOptions:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    src = sorted(p for p in (REPO / "examples" / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png"))[
-        0
-    ]
-    with Image.open(src) as im:
-        im = im.convert("RGB")
-        im.thumbnail((128, 128))
-        im.save(photos / "one.png")
+    photos = write_small_photos(tmp_path / "photos", count=1)
     base = dict(
         data=str(photos),
         config="ditic-test",

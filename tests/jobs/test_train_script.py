@@ -8,22 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+from helpers import write_small_photos
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _photos(folder: Path) -> Path:
-    folder.mkdir()
-    sources = sorted(
-        p for p in (REPO / "examples" / "photos").iterdir() if p.suffix.lower() in (".jpg", ".png")
-    )
-    for src in sources[:3]:
-        with Image.open(src) as im:
-            im = im.convert("RGB")
-            im.thumbnail((128, 128))
-            im.save(folder / f"{src.stem}.png")
-    return folder
 
 
 def _call(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -52,7 +39,7 @@ def _call(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_gpu_script_trains_resumes_exports_and_evaluates(tmp_path: Path):
-    _photos(tmp_path / "photos")
+    write_small_photos(tmp_path / "photos")
     _call(tmp_path, STOP_AT="2")
     first = json.loads((tmp_path / "out" / "report.json").read_text())
     assert first["summary"]["step"] == 2 and first["summary"]["stop"] == "until_step"
