@@ -188,6 +188,8 @@ def _colour(image: Image.Image) -> tuple[np.ndarray, bool, int]:
 def prepare(image: Image.Image | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
     """Apply the policy to a PIL image or an HxW[xC] uint8/uint16 array."""
     array_depth = 8
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return _prepare_rgb8(image, max_pixels)  # the pipeline's case: no PIL round trip, no copy
     if isinstance(image, np.ndarray):
         image, array_depth = _from_array(image)
     if not isinstance(image, Image.Image):
@@ -204,6 +206,18 @@ def prepare(image: Image.Image | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PI
     return PreparedImage(
         np.ascontiguousarray(rgb), mode, source_mode, depth if array_depth == 8 else array_depth, metadata
     )
+
+
+def _prepare_rgb8(array: np.ndarray, max_pixels: int) -> PreparedImage:
+    """An HxWx3 uint8 array is already what the policy produces: RGB, 8-bit, no metadata."""
+    height, width = array.shape[:2]
+    if width * height > max_pixels:
+        raise InputImageError(
+            f"image has {width}x{height} = {width * height} pixels, above the limit of {max_pixels}"
+        )
+    if width < 1 or height < 1:
+        raise InputImageError(f"image is empty ({width}x{height})")
+    return PreparedImage(np.ascontiguousarray(array), "RGB", "RGB", 8, {})
 
 
 def _decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:

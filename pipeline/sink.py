@@ -157,10 +157,14 @@ class NullSink(Datasink):
         rows = _rows(blocks)
         ok = sum(r.get("status") == "ok" for r in rows)
         enc = sum(float(r.get("enc_ms") or 0) + float(r.get("entropy_ms") or 0) for r in rows)
-        return {"items": len(rows), "ok": ok, "codec_ms": enc}
+        return {"items": len(rows), "ok": ok, "codec_ms": enc, "at": time.time()}
 
     def on_write_complete(self, write_result: Any) -> None:
-        returns = [r for r in write_result.write_returns if r]
+        returns = sorted((r for r in write_result.write_returns if r), key=lambda r: r["at"])
         self.rows = sum(r["items"] for r in returns)
         self.ok = sum(r["ok"] for r in returns)
         self.codec_ms = sum(r["codec_ms"] for r in returns)
+        # steady state: the items written after the first block, over the time from it to the last one
+        # (start-up — Ray, actors, model load, the first batch through every stage — left out)
+        span = returns[-1]["at"] - returns[0]["at"] if len(returns) > 1 else 0.0
+        self.steady_images_per_s = sum(r["items"] for r in returns[1:]) / span if span > 0 else 0.0
