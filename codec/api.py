@@ -22,6 +22,7 @@ from PIL import Image
 from codec import bitstream, image
 from codec.config import CONFIGS, CodecConfig, get_config
 from codec.errors import CheckpointError, FormatError, ModelMismatchError
+from codec.graphs import GraphCache
 from codec.latent import CONTEXT_MODULES
 from codec.model import PAD_MULTIPLE, DiTIC
 from codec.weights import MODEL_ID_CHARS, canonical_state_dict, load_checkpoint, weights_hash
@@ -152,12 +153,16 @@ class Codec:
         dtype: torch.dtype = torch.float32,
         batch_pixels: int = BATCH_PIXELS,
         max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
+        cuda_graphs: bool = True,
     ):
         _cast(model, dtype)
         self.model = model.to(device).eval()
         self.name, self.model_id, self.trained = name, model_id, trained
         self.device, self.dtype = torch.device(device), dtype
         self.batch_pixels, self.max_pixels = batch_pixels, max_pixels
+        # the decoder's DiT step replays a CUDA graph per shape on a GPU (codec.graphs); eager elsewhere
+        self._dit_step = GraphCache(self._synthesize, name="DiT step")
+        self._dit_step.enabled = self._dit_step.enabled and self.device.type == "cuda" and cuda_graphs
 
     @property
     def config(self) -> CodecConfig:
@@ -230,6 +235,10 @@ class Codec:
             padded.append(image.pad(x, PAD_MULTIPLE)[0])
         return torch.cat(padded).to(self.dtype)
 
+    @torch.no_grad()
+    def _synthesize(self, mean: torch.Tensor, scale: torch.Tensor, res: torch.Tensor, prompt: torch.Tensor):  # noqa: ANN202
+        return self.model.synthesize({"mean": mean, "scale": scale, "res": res, "prompt": prompt})[0]
+
     # --- decoding ------------------------------------------------------------------------------
     def info(self, payload: bytes) -> bitstream.Header:
         """The payload's header, without decoding."""
@@ -269,8 +278,9 @@ class Codec:
         first = batch[0][0]
         latent_shape = (first.coded_height // PAD_MULTIPLE, first.coded_width // PAD_MULTIPLE)
         start = time.perf_counter()
-        x_hat = self.model.decompress([s for _, s, _ in batch], latent_shape, first.quality)
-        pixels = image.to_uint8(x_hat)
+        heads = self.model.decompress_heads([s for _, s, _ in batch], latent_shape, first.quality)
+        latent_hat = self._dit_step(heads["mean"], heads["scale"], heads["res"], heads["prompt"])
+        pixels = image.to_uint8(self.model.decode_pixels(latent_hat))
         total_ms = (time.perf_counter() - start) * 1e3
         entropy_ms = self.model.codec.coding_seconds * 1e3
         out = []

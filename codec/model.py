@@ -22,6 +22,7 @@ from codec import flow
 from codec.autoencoder import ElicAnalysis, build_vae, decode_latent
 from codec.config import CodecConfig
 from codec.dit import build_dit, build_prompter
+from codec.fastconv import use_gemm_convs
 from codec.latent import (
     CONTEXT_MODULES,
     AnalysisTransform,
@@ -130,7 +131,7 @@ class LatentCodec(nn.Module):
         cached = self.__dict__.get("_path64")
         if cached is None or cached[0] != key:
             copies = {name: copy.deepcopy(getattr(self, name)) for name in CONTEXT_MODULES}
-            path = EntropyPath(copies).to(torch.float64).eval().requires_grad_(False)
+            path = use_gemm_convs(EntropyPath(copies).to(torch.float64).eval().requires_grad_(False))
             self.__dict__["_path64"] = cached = (key, path)
         return cached[1]
 

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--out", default="out/bench", help="folder for the results")
     parser.add_argument("--items", type=int, default=512, help="pipeline mode: images in the generated set")
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
+    parser.add_argument("--actor-threads", type=int, default=None,
+                        help="pipeline mode: torch threads per GPU actor (default: Ray's, one)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -256,7 +258,8 @@ def bench_pipeline(args: argparse.Namespace, device: str) -> list[dict]:
                 _write_photo_set(_photo_paths(args.images), width, height, args.items, Path(tmp))
                 options = CompressOptions(
                     source=tmp, model=args.model, quality=args.quality, batch_size=batch,
-                    num_actors=args.num_actors, device=device, dtype=DTYPES[dtype_name], progress=False,
+                    num_actors=args.num_actors, actor_threads=args.actor_threads, device=device,
+                    dtype=DTYPES[dtype_name], progress=False,
                 )  # fmt: skip
                 result = measure_throughput(options)
             stats = result.pop("ray_stats", "")

@@ -54,6 +54,7 @@ class CompressOptions:
     storage_options: dict[str, Any] = field(default_factory=dict)
     extensions: frozenset[str] | None = IMAGE_EXTENSIONS
     progress: bool = True
+    actor_threads: int | None = None  # torch CPU threads of a GPU actor (None: Ray's default, one)
 
 
 def connect_ray(address: str | None = None) -> None:
@@ -105,7 +106,7 @@ def _plan(options: CompressOptions, work: pa.Table) -> Any:
     else:  # DESIGN §4: whole-CPU actors beside a CPU read stage deadlock a small machine
         actors = options.num_actors or 1
         resources = {"num_cpus": 0.5}
-    threads = None if on_gpu else max(1, int(cpus // actors))
+    threads = options.actor_threads if on_gpu else max(1, int(cpus // actors))
     return ds.map_batches(
         Encoder,
         fn_constructor_kwargs={

@@ -11,6 +11,7 @@ cuDNN autotuning and channels-last DC-AE. Used on the GPU machine for issue 6; p
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -97,12 +98,15 @@ def main() -> int:
         "dit": lambda: model.synthesize(heads),
         "vae_decode": lambda: model.decode_pixels(latent_hat),
         "decode_all": lambda: model.decompress([strings], shape, quality),
+        "dit_graphed": lambda: codec._dit_step(heads["mean"], heads["scale"], heads["res"], heads["prompt"]),
+        "codec_decode": lambda: codec.decode_items([payload]),
+        "codec_encode": lambda: codec.encode_items([np.asarray(photo)], quality),
     }
     with torch.no_grad():
         for name, fn in stages.items():
             print(f"{name}: {_median_ms(fn):.1f} ms (median of 5)", flush=True)
         for name, fn in stages.items():
-            if name not in ("encode_all", "decode_all"):
+            if name not in ("encode_all", "decode_all", "codec_decode", "codec_encode"):
                 _profile(name, fn, args.out)
         _variants(model, latent_hat, stages)
     return 0
@@ -120,9 +124,14 @@ def _variants(model, latent_hat: torch.Tensor, stages: dict[str, Callable[[], ob
     torch.backends.cudnn.benchmark = True
     for name in ("dit", "vae_decode", "decode_all"):
         print(f"  cudnn.benchmark {name}: {_median_ms(stages[name]):.1f}", flush=True)
-    model.vae.decoder.to(memory_format=torch.channels_last)
-    cl = latent_hat.contiguous(memory_format=torch.channels_last)
-    print(f"  + channels_last vae_decode: {_median_ms(lambda: model.decode_pixels(cl)):.1f}", flush=True)
+    if os.environ.get("PROFILE_COMPILE") == "1":
+        eager = model.vae.decoder
+        model.vae.decoder = torch.compile(eager)
+        start = time.perf_counter()
+        model.decode_pixels(latent_hat)
+        print(f"  torch.compile vae decoder: first call {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"  + torch.compile vae_decode: {_median_ms(stages['vae_decode']):.1f}", flush=True)
+        model.vae.decoder = eager
 
 
 if __name__ == "__main__":
