@@ -87,18 +87,21 @@ def load_codec(
     dtype: torch.dtype = torch.float32,
     *,
     allow_untrained: bool = False,
+    compile: bool = False,
 ) -> Codec:
     """A ``Codec`` for a named config (``ditic-small``, ``ditic-test``, ``ditic-official``) or a checkpoint.
 
     ``ditic-small`` loads the embedded weights when shipped, else a seeded untrained model (with a
     warning); ``ditic-test`` is always seeded and untrained; ``ditic-official`` needs converted weights
     at ``codec/weights/ditic-official.safetensors`` (``ditic convert-official``) unless
-    ``allow_untrained`` (random weights, for benchmarks).
+    ``allow_untrained`` (random weights, for benchmarks). ``compile`` runs the DC-AE encoder and decoder
+    through ``torch.compile`` (fused kernels; the first image of each size compiles for ~30 s, so it
+    pays for long runs of one size, such as video frames or a benchmark).
     """
     name = str(name_or_path)
     embedded = EMBEDDED_WEIGHTS / f"{name}.safetensors"
     if name in CONFIGS and name != "ditic-test" and embedded.is_file():
-        return _from_checkpoint(embedded, device, dtype)
+        return _from_checkpoint(embedded, device, dtype, compile)
     if name in CONFIGS:
         if name == "ditic-official" and not allow_untrained:
             raise CheckpointError(
@@ -110,17 +113,20 @@ def load_codec(
         model_id = weights_hash(canonical_state_dict(model))[:MODEL_ID_CHARS]
         if name != "ditic-test":
             _warn_untrained(name)
-        return Codec(model, name, model_id, trained=False, device=device, dtype=dtype)
+        return Codec(model, name, model_id, trained=False, device=device, dtype=dtype, compile=compile)
     path = Path(name)
     if not path.is_file():
         raise CheckpointError(f"{name!r} is neither a known config ({sorted(CONFIGS)}) nor a checkpoint file")
-    return _from_checkpoint(path, device, dtype)
+    return _from_checkpoint(path, device, dtype, compile)
 
 
-def _from_checkpoint(path: Path, device: str | torch.device, dtype: torch.dtype) -> Codec:
+def _from_checkpoint(path: Path, device: str | torch.device, dtype: torch.dtype, compile: bool) -> Codec:
     model, info = load_checkpoint(path)
     model.update()
-    return Codec(model, info.config.name, info.model_id, trained=info.trained, device=device, dtype=dtype)
+    return Codec(
+        model, info.config.name, info.model_id, trained=info.trained, device=device, dtype=dtype,
+        compile=compile,
+    )  # fmt: skip
 
 
 def _buckets(sizes: Sequence[tuple[int, ...]], batch_pixels: int) -> list[list[int]]:
@@ -154,6 +160,7 @@ class Codec:
         batch_pixels: int = BATCH_PIXELS,
         max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
         cuda_graphs: bool = True,
+        compile: bool = False,
     ):
         _cast(model, dtype)
         self.model = model.to(device).eval()
@@ -163,6 +170,9 @@ class Codec:
         # the decoder's DiT step replays a CUDA graph per shape on a GPU (codec.graphs); eager elsewhere
         self._dit_step = GraphCache(self._synthesize, name="DiT step")
         self._dit_step.enabled = self._dit_step.enabled and self.device.type == "cuda" and cuda_graphs
+        if compile:  # in place: parameter names (and so the model id) stay as they are
+            self.model.vae.encoder.compile(dynamic=False)
+            self.model.vae.decoder.compile(dynamic=False)
 
     @property
     def config(self) -> CodecConfig:
@@ -193,6 +203,7 @@ class Codec:
                 items[i] = item
         return items  # type: ignore[return-value]
 
+    @torch.no_grad()
     def _encode_batch(self, batch: list[image.PreparedImage], quality: int) -> list[EncodedItem]:
         start = time.perf_counter()
         x = self._to_device(batch)
@@ -274,6 +285,7 @@ class Codec:
                 f"coded size {header.coded_width}x{header.coded_height} is not a multiple of {PAD_MULTIPLE}"
             )
 
+    @torch.no_grad()
     def _decode_batch(self, batch: list[tuple[bitstream.Header, list[bytes], dict]]) -> list[DecodedItem]:
         first = batch[0][0]
         latent_shape = (first.coded_height // PAD_MULTIPLE, first.coded_width // PAD_MULTIPLE)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.config import CodecConfig
+from codec.graphs import GraphCache
 
 # Step k of the four-step context codes, in channel group g, the pixel at position ORDER[k][g] of each
 # 2x2 block (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right). Over four steps every channel
@@ -270,17 +271,32 @@ class EntropyPath(nn.Module):
         for name in CONTEXT_MODULES:
             setattr(self, name, modules[name])
 
+    def use_cuda_graphs(self) -> EntropyPath:
+        """Replay h_s and each step's parameter and LRP networks from CUDA graphs (inference only):
+        the same kernels, launched at once instead of one by one from Python (``codec.graphs``)."""
+        self.__dict__["_graphs"] = {}
+        return self
+
+    def _run_net(self, name: str, fn, *inputs: Tensor) -> Tensor:  # noqa: ANN001
+        graphs = self.__dict__.get("_graphs")
+        if graphs is None:
+            return fn(*inputs)
+        if name not in graphs:
+            graphs[name] = GraphCache(fn, name=f"entropy path {name}")
+        return graphs[name](*inputs)
+
     def hyper(self, z_hat: Tensor, y_size: tuple[int, int]) -> Tensor:
-        return self.h_s(z_hat)[..., : y_size[0], : y_size[1]]  # (B, M, h, w)
+        return self._run_net("h_s", self.h_s, z_hat)[..., : y_size[0], : y_size[1]]  # (B, M, h, w)
 
     def params(self, k: int, base: Tensor) -> tuple[Tensor, Tensor]:
-        means, scales = self.adapter_out[k](self.g_c(self.adapter_in[k](base))).chunk(2, 1)
+        net = lambda b: self.adapter_out[k](self.g_c(self.adapter_in[k](b)))
+        means, scales = self._run_net(f"params{k}", net, base).chunk(2, 1)
         return means, scales
 
     def refine(self, k: int, y_hat_k: Tensor, base: Tensor, mask: Tensor) -> Tensor:
         """Latent residual prediction: y_hat_k + 0.5 tanh(LRP([y_hat_k, base])) on the coded positions."""
-        lrp = self.LRP[k](torch.cat([y_hat_k, base], dim=1)) * mask
-        return y_hat_k + 0.5 * torch.tanh(lrp)
+        net = lambda y, b, m: y + 0.5 * torch.tanh(self.LRP[k](torch.cat([y, b], dim=1)) * m)
+        return self._run_net(f"refine{k}", net, y_hat_k, base, mask)
 
     def run(self, z_hat: Tensor, y_size: tuple[int, int], code_step) -> tuple[Tensor, Tensor]:
         """The four steps. ``code_step(k, means, scales, mask) -> y_hat_k`` (zero off the mask) quantizes,

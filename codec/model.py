@@ -132,6 +132,7 @@ class LatentCodec(nn.Module):
         if cached is None or cached[0] != key:
             copies = {name: copy.deepcopy(getattr(self, name)) for name in CONTEXT_MODULES}
             path = use_gemm_convs(EntropyPath(copies).to(torch.float64).eval().requires_grad_(False))
+            path.use_cuda_graphs()  # replayed only where its inputs are on a GPU
             self.__dict__["_path64"] = cached = (key, path)
         return cached[1]
 
@@ -183,12 +184,13 @@ class LatentCodec(nn.Module):
         y, z = self.analysis(latent, aux, quality)
         z_strings = self._timed(self.entropy_bottleneck.compress, z.float())  # numpy has no bfloat16
         z_hat = self._timed(self.entropy_bottleneck.decompress, z_strings, z.shape[-2:])
-        y64 = y.to(torch.float64)
+        y64 = y.to(torch.float64).cpu()
         coders = [self.gaussian_conditional.stream_encoder() for _ in range(y.shape[0])]
 
         def encode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            means, scales = means.cpu(), scales.cpu()  # one transfer per step; the coder runs on the CPU
             code = lambda c, b, m: self._timed(c.encode, y64[b][m], scales[b][m], means[b][m])
-            return _per_image(mask, coders, code)
+            return _per_image(mask, coders, code).to(mask.device)
 
         z_hat = z_hat.to(y.device, torch.float64)
         y_hat, _ = self.entropy_path64().run(z_hat, y.shape[-2:], encode)
@@ -212,7 +214,9 @@ class LatentCodec(nn.Module):
         coders = [self.gaussian_conditional.stream_decoder(s[1]) for s in strings]
 
         def decode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
-            return _per_image(mask, coders, lambda c, b, m: self._timed(c.decode, scales[b][m], means[b][m]))
+            means, scales = means.cpu(), scales.cpu()  # one transfer per step; the coder runs on the CPU
+            code = lambda c, b, m: self._timed(c.decode, scales[b][m], means[b][m])
+            return _per_image(mask, coders, code).to(mask.device)
 
         y_hat, y_scales = self.entropy_path64().run(z_hat.to(device, torch.float64), (h, w), decode)
         for coder in coders:
@@ -224,7 +228,7 @@ class LatentCodec(nn.Module):
 
 def _per_image(mask: Tensor, coders: list, code) -> Tensor:
     """Run ``code(coder, b, boolean_mask)`` per image; scatter each result into a zero (B, C, h, w)."""
-    m = mask[0].bool()
+    m = mask[0].bool().cpu()
     rows = [code(c, b, m) for b, c in enumerate(coders)]
     out = torch.zeros((len(coders), *m.shape), dtype=rows[0].dtype, device=rows[0].device)
     for b, row in enumerate(rows):

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--out", default="out/bench", help="folder for the results")
     parser.add_argument("--items", type=int, default=512, help="pipeline mode: images in the generated set")
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DC-AE (codec mode)")
     parser.add_argument("--actor-threads", type=int, default=None,
                         help="pipeline mode: torch threads per GPU actor (default: Ray's, one)")  # fmt: skip
 
@@ -169,7 +170,7 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
     rows = []
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, DTYPES[dtype_name.strip()])
-        codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True)
+        codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=args.compile)
         quality = args.quality or max(codec.qualities)
         for width, height in _parse_sizes(args.sizes):
             for batch in (int(b) for b in args.batch_sizes.split(",")):

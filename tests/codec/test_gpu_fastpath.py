@@ -53,3 +53,13 @@ def test_gemm_convolutions_give_the_same_latents(photos: list[np.ndarray]) -> No
     cpu = load_codec("ditic-small", device="cpu")
     slow = cpu.model.decompress_heads([strings], shape, 4)["y_hat"]
     assert torch.allclose(fast.cpu(), slow, rtol=0, atol=1e-9)
+
+
+def test_compiled_autoencoder_is_faithful(photos: list[np.ndarray]) -> None:
+    eager = load_codec("ditic-small", device="cuda", dtype=torch.bfloat16)
+    compiled = load_codec("ditic-small", device="cuda", dtype=torch.bfloat16, compile=True)
+    assert compiled.model_id == eager.model_id
+    payloads = eager.encode(photos, 4)
+    for x, y in zip(eager.decode(payloads), compiled.decode(payloads), strict=True):
+        assert float(psnr(np.asarray(y), np.asarray(x))[0]) >= 40.0
+    assert len(eager.decode(compiled.encode(photos, 4))) == len(photos)
