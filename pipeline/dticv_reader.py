@@ -2,7 +2,9 @@
 
 Parsing checks every magic, version, size and CRC32 before trusting a field; a ``DticvReader``
 fetches the footer, index and header with ranged reads, then only the bytes asked for.
-Byte layout: ``docs/FORMAT.md``.
+A CRC proves integrity, not honesty: a hostile file can carry correct CRCs, so the frame size is
+bounded (``MAX_FRAME_PIXELS``) and every index entry must lie inside the file's data region
+before any range is read. Byte layout: ``docs/FORMAT.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,17 @@ from pipeline.dticv import (
     VideoHeader,
 )
 
-__all__ = ["DticvReader", "open_container", "parse_header", "parse_footer", "parse_index", "decode_packet"]
+__all__ = [
+    "MAX_FRAME_PIXELS",
+    "DticvReader",
+    "open_container",
+    "parse_header",
+    "parse_footer",
+    "parse_index",
+    "decode_packet",
+]
+
+MAX_FRAME_PIXELS = 1 << 26  # 64 Mpx (8k x 8k), the image pipeline's limit: one RGB frame is 192 MiB
 
 
 class _Cursor:
@@ -119,7 +131,17 @@ def parse_header(data: bytes) -> tuple[VideoHeader, int]:
         rotation=f[12], bit_depth=f[13], duration=f[14], pixel_format=pixel_format,
         source_codec=source_codec, source_name=source_name, streams=streams,
     )
+    _check_frame_size(header.width, header.height)
     return header, end
+
+
+def _check_frame_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise FormatError(f".dticv frame size {width}x{height} is empty")
+    if width * height > MAX_FRAME_PIXELS:
+        raise LimitExceededError(
+            f".dticv frame size {width}x{height} exceeds the limit of {MAX_FRAME_PIXELS} pixels"
+        )
 
 
 def parse_footer(data: bytes, file_size: int) -> tuple[int, int]:
@@ -136,22 +158,32 @@ def parse_footer(data: bytes, file_size: int) -> tuple[int, int]:
     return offset, size
 
 
-def parse_index(data: bytes) -> DticvIndex:
+def parse_index(data: bytes, data_start: int = 0, data_end: int | None = None) -> DticvIndex:
+    """The index; with ``data_start``/``data_end`` (the bytes between header and index), every
+    entry must point inside that region: a lying offset or size is refused here, not read."""
     if len(data) < 12 or data[:4] != INDEX_MAGIC:
         raise FormatError(".dticv index does not start with its magic")
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
         raise ChecksumError(".dticv index CRC32 mismatch")
     c = _Cursor(data[4:-4], ".dticv index")
-    frames = tuple(FrameEntry(*c.unpack(_FRAME, "frame entry")) for _ in range(_count(c)))
-    packets = tuple(PacketEntry(*c.unpack(_PACKET, "packet entry")) for _ in range(_count(c)))
+    frames = tuple(FrameEntry(*c.unpack(_FRAME, "frame entry")) for _ in range(_count(c, _FRAME)))
+    packets = tuple(PacketEntry(*c.unpack(_PACKET, "packet entry")) for _ in range(_count(c, _PACKET)))
+    if data_end is not None:
+        for kind, entries in (("frame", frames), ("packet", packets)):
+            for i, e in enumerate(entries):
+                if e.offset < data_start or e.offset + e.size > data_end:
+                    raise FormatError(f".dticv {kind} {i} claims bytes [{e.offset}, {e.offset + e.size}) "
+                                      f"outside the data region [{data_start}, {data_end})")  # fmt: skip
     return DticvIndex(frames=frames, packets=packets)
 
 
-def _count(c: _Cursor) -> int:
+def _count(c: _Cursor, entry: struct.Struct) -> int:
     (n,) = struct.unpack("<I", c.take(4, "entry count"))
     if n > MAX_ENTRIES:
         raise LimitExceededError(f".dticv index claims {n} entries (limit {MAX_ENTRIES})")
+    if n * entry.size > len(c.data) - c.pos:
+        raise TruncatedPayloadError(f".dticv index claims {n} entries but holds {len(c.data) - c.pos} bytes")
     return n
 
 
@@ -193,7 +225,7 @@ class DticvReader:
             if _PREAMBLE.unpack_from(head)[0] == MAGIC and len(head) < needed <= offset:
                 head = read_range(0, needed)
         self.header, self.header_size = parse_header(head)
-        self.index = parse_index(read_range(offset, offset + index_size))
+        self.index = parse_index(read_range(offset, offset + index_size), self.header_size, offset)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DticvReader:

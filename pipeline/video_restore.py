@@ -51,14 +51,17 @@ def restore_video(container: str, out: str, storage_options: dict[str, Any] | No
     shift = entries[0].pts if frames else 0
     packets = reader.read_packets(_packets_between(reader, entries, whole=not frames))
     target = out if "://" not in out else tempfile.mkstemp(suffix=os.path.splitext(out)[1])[1]
-    previous, written, started = np.zeros((header.height, header.width, 3), np.uint8), 0, time.time()
+    previous, written, started = None, 0, time.time()
     with VideoWriter(target, header, codec, crf, packets, shift=shift) as writer:
         for a in range(start, stop, batch_size):
             payloads = reader.read_frames(a, min(a + batch_size, stop))
+            _check_frame_headers(model_codec, payloads, header, a)
             decoded = iter(model_codec.decode_items([p for p in payloads if p is not None]))
             for entry, payload in zip(reader.index.frames[a : a + len(payloads)], payloads, strict=True):
                 if payload is not None:
                     previous = np.asarray(next(decoded).image.convert("RGB"))
+                elif previous is None:  # only a leading missing frame needs a picture of its own
+                    previous = np.zeros((header.height, header.width, 3), np.uint8)
                 # a frame that failed at encode time repeats the last picture: timing is kept
                 writer.write(previous, entry.pts, entry.duration)
                 written += 1
@@ -68,6 +71,18 @@ def restore_video(container: str, out: str, storage_options: dict[str, Any] | No
         os.unlink(target)
     return {"frames": written, "video_bytes": writer.video_bytes, "seconds": time.time() - started,
             "warnings": writer.warnings}  # fmt: skip
+
+
+def _check_frame_headers(codec: Any, payloads: list[bytes | None], header: Any, first: int) -> None:
+    """Every frame payload must be of the container's frame size: its header is read (no decoding)
+    before anything is decoded, so a payload that claims a larger picture costs nothing."""
+    from codec.errors import FormatError
+
+    for i, payload in enumerate(payloads):
+        frame = codec.info(payload) if payload is not None else header
+        if (frame.width, frame.height) != (header.width, header.height):
+            raise FormatError(f"the payload of frame {first + i} is {frame.width}x{frame.height}; "
+                              f"the container's frames are {header.width}x{header.height}")  # fmt: skip
 
 
 def _packets_between(reader: Any, entries: Any, whole: bool) -> list[Any]:

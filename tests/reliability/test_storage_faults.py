@@ -163,9 +163,11 @@ def test_sigkill_of_a_read_task_mid_job_loses_nothing(source, s3_store, ray_clus
     _assert_complete(dest, s3_store, keys)
 
 
-LOST_READ = ("two bugs (docs/RELIABILITY.md): the read error row's null source_bytes reaches pipeline/sink.py "
-             "as NaN and int(NaN) fails the write task, so the job fails; and a read that outlived its retries "
-             "is committed as a final error row that resume skips, so the item would stay lost")
+LOST_READ = (
+    "two bugs (docs/RELIABILITY.md): the read error row's null source_bytes reaches pipeline/sink.py as "
+    "NaN and int(NaN) fails the write task, so the job fails; and a read that outlived its retries is "
+    "committed as a final error row that resume skips, so the item would stay lost"
+)
 
 
 @pytest.mark.xfail(strict=True, reason=LOST_READ)
