@@ -12,6 +12,7 @@ leave OUT (absolute, ``..``) is refused before anything runs.
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from PIL import Image
 
 from pipeline.archive import find_item, read_payload
 from pipeline.job import connect_ray
-from pipeline.manifest import load_job_record, read_manifests
+from pipeline.manifest import ArchiveLayout, load_job_record, read_manifests
 from pipeline.sink import Datasink, _rows
 from pipeline.sources import check_key
 from pipeline.storage import Location, open_location, read_bytes, write_bytes_atomic
@@ -53,10 +54,28 @@ def archive_model(location: Location, model: str | None) -> str:
     return record["settings"]["model"]
 
 
+def _payload_range(row: dict[str, Any]) -> tuple[int, int]:
+    """(offset, length) of a manifest row, refused when the manifest lies (negative, empty)."""
+    start, length = int(row["payload_offset"]), int(row["payload_bytes"])
+    if start < 0 or length <= 0:
+        raise ValueError(f"item {row['key']!r}: bad payload range offset={start} bytes={length}")
+    return start, length
+
+
+def _from_shard(shard: bytes, row: dict[str, Any]) -> bytes:
+    start, length = _payload_range(row)
+    if start + length > len(shard):
+        raise ValueError(f"shard {row['payload_uri']} ({len(shard)} bytes) ends inside the payload "
+                         f"of {row['key']!r} [{start}, {start + length})")  # fmt: skip
+    return shard[start : start + length]
+
+
 def read_payloads(batch: dict[str, Any], dest: str, storage_options: dict[str, Any]) -> dict[str, Any]:
     """CPU stage of restore: the payload of each row, by ranged reads (one whole read per shard
-    when a batch holds several items of it)."""
+    when a batch holds several items of it). A row whose shard lies outside the archive or whose
+    range lies outside its shard becomes an error row."""
     location = Location(dest, storage_options)
+    layout = ArchiveLayout(location)
     shards: dict[str, bytes] = {}
     uris = [str(u) for u in batch["payload_uri"]]
     per_shard = Counter(uris)
@@ -65,13 +84,10 @@ def read_payloads(batch: dict[str, Any], dest: str, storage_options: dict[str, A
         row = {k: batch[k][i] for k in ("key", "payload_uri", "payload_offset", "payload_bytes")}
         row["status"] = "ok"
         try:
+            _payload_range(row)
             if per_shard[uri] > 1 and uri not in shards:
-                shards[uri] = read_bytes(location.fs, f"{location.root}/{uri}")
-            if uri in shards:
-                start = int(row["payload_offset"])
-                payloads.append(shards[uri][start : start + int(row["payload_bytes"])])
-            else:
-                payloads.append(read_payload(location, row))
+                shards[uri] = read_bytes(location.fs, layout.shard_path(uri))
+            payloads.append(_from_shard(shards[uri], row) if uri in shards else read_payload(location, row))
             status.append("ok"), error.append(None)
         except Exception as e:
             payloads.append(b""), status.append("error"), error.append(f"{type(e).__name__}: {e}")
@@ -102,11 +118,26 @@ class ImageFolderSink(Datasink):
             if row["status"] != "ok":
                 failed.append({"key": row["key"], "error": row["error"]})
                 continue
-            final = self.location.path(check_key(row["output"]))
+            try:
+                final = self._target(row["output"])
+            except ValueError as e:
+                failed.append({"key": row["key"], "error": str(e)})
+                continue
             tmp = f"{final}.tmp-{time.time_ns()}"
             write_bytes_atomic(fs, tmp, final, png_bytes(np.asarray(row["image"])))
             written += 1
         return {"written": written, "failed": failed}
+
+    def _target(self, output: str) -> str:
+        """The final path of ``output`` under OUT; on a local disk it must also resolve inside OUT,
+        so a symbolic link planted in OUT cannot carry a write elsewhere."""
+        final = self.location.path(check_key(output))
+        if self.location.protocol in ("file", "local"):
+            root = os.path.realpath(self.location.root)
+            parent = os.path.realpath(os.path.dirname(final))
+            if os.path.commonpath([root, parent]) != root or os.path.islink(final):
+                raise ValueError(f"{output!r} resolves outside {self.location.url} (a symbolic link?)")
+        return final
 
     def on_write_complete(self, write_result: Any) -> None:
         returns = [r for r in write_result.write_returns if r]
@@ -175,6 +206,7 @@ def extract_item(
 ) -> dict[str, Any]:  # fmt: skip
     """Fetch one item by a ranged read from its shard, decode it here, write a PNG to ``output``."""
     import torch
+
     from codec.api import load_codec
 
     options = dict(storage_options or {})
