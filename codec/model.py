@@ -182,7 +182,8 @@ class LatentCodec(nn.Module):
         ``coding_seconds`` afterwards holds the time spent in the entropy coder."""
         self.coding_seconds = 0.0
         y, z = self.analysis(latent, aux, quality)
-        z_strings = self._timed(self.entropy_bottleneck.compress, z.float())  # numpy has no bfloat16
+        z_cpu = z.float().cpu()  # numpy has no bfloat16; the copy waits for the GPU, outside the coder's time
+        z_strings = self._timed(self.entropy_bottleneck.compress, z_cpu)
         z_hat = self._timed(self.entropy_bottleneck.decompress, z_strings, z.shape[-2:])
         y64 = y.to(torch.float64).cpu()
         coders = [self.gaussian_conditional.stream_encoder() for _ in range(y.shape[0])]
