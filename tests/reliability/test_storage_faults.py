@@ -74,8 +74,8 @@ def test_injected_errors_resets_and_slow_responses_lose_nothing(
         proxy.add(Fault("reset", method="PUT", path=r"/manifests/", times=2, after_forward=True))
         proxy.add(Fault("reset", method="PUT", probability=0.08, after_forward=True))
         proxy.add(Fault("reset", method="GET|HEAD", probability=0.08))
-        proxy.add(Fault("delay", probability=0.08, delay_s=0.5))
-        proxy.add(Fault("delay", method="GET", probability=0.04, delay_s=1.5, after_forward=True))
+        proxy.add(Fault("delay", probability=0.05, delay_s=0.5))
+        proxy.add(Fault("delay", method="GET", probability=0.02, delay_s=1.5, after_forward=True))
         started = time.time()
         result = run_job(kill._command(f"{bucket}/src", dest, ray_cluster, endpoint(proxy.url)),
                          tmp_path / "job.log")  # fmt: skip
@@ -122,7 +122,7 @@ def test_object_store_killed_and_restarted_mid_job(crops, own_store, ray_cluster
     dest = f"{bucket}/archive-restart"
     with FaultProxy(own_store.endpoint_url) as proxy:
         # slow source reads: the outage hits reads as well as writes
-        proxy.add(Fault("delay", method="GET", path=r"/src/", delay_s=0.7))
+        proxy.add(Fault("delay", method="GET", path=r"/src/", delay_s=0.4))
         command = kill._command(f"{bucket}/src", dest, ray_cluster, endpoint(proxy.url))
         job = kill._start(command, tmp_path / "first.log")
         kill._wait_for_commit(job, dest, own_store, tmp_path / "first.log")
@@ -144,7 +144,7 @@ def test_sigkill_of_a_read_task_mid_job_loses_nothing(source, s3_store, ray_clus
     dest = f"{bucket}/archive-read-kill"
     with FaultProxy(s3_store.endpoint_url, seed=3) as proxy:
         # slow source reads: each read task lives long enough to be found and killed
-        proxy.add(Fault("delay", method="GET", path=r"/src/", delay_s=1.0))
+        proxy.add(Fault("delay", method="GET", path=r"/src/", delay_s=0.5))
         log = tmp_path / "job.log"
         job = kill._start(kill._command(f"{bucket}/src", dest, ray_cluster, endpoint(proxy.url)), log)
         try:
