@@ -57,7 +57,7 @@ def codec():
 
 
 @pytest.fixture(scope="module")
-def pictures(example_photos) -> list[np.ndarray]:
+def pictures() -> list[np.ndarray]:
     rng = np.random.default_rng(5)
     return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)] + [
         rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)

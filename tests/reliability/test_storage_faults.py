@@ -133,7 +133,8 @@ def test_object_store_killed_and_restarted_mid_job(crops, own_store, ray_cluster
     output = (tmp_path / "first.log").read_text()
     if code != 0:  # allowed (a long outage outlasts the retries), if it says why and can be resumed
         assert "ditic compress-images: error:" in output and "StorageError" in output, output[-3000:]
-        second = run_job(command, tmp_path / "second.log")
+        direct = kill._command(f"{bucket}/src", dest, ray_cluster, own_store)  # the proxy is gone
+        second = run_job(direct, tmp_path / "second.log")
         assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
     rows = _assert_complete(dest, own_store, keys)
     print(f"first run exit {code}; attempts {sorted({r['attempt'] for r in rows})}")
