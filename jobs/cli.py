@@ -63,8 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     except (DiticError, OSError, ValueError) as e:
         if os.environ.get("DITIC_DEBUG"):
             raise
-        print(f"ditic {args.command}: error: {e}", file=sys.stderr)
+        print(f"ditic {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """The user's error, not a worker's traceback: a Ray task error (it subclasses its cause's class,
+    so it lands here) carries the remote traceback in its text; its ``cause`` is the error itself."""
+    cause = getattr(error, "cause", None)
+    if type(error).__name__.startswith("RayTaskError") and isinstance(cause, BaseException):
+        error = cause
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -66,14 +66,24 @@ def connect_ray(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"address": address, "logging_level": "WARNING"}
     if address == "local":
+        _local_ray_on_loopback()
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
         kwargs.update(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     ray.init(**kwargs)
+
+
+def _local_ray_on_loopback() -> None:
+    """Ray's local-only mode: GCS, raylet, workers and the driver on 127.0.0.1, nothing on other
+    interfaces. Ray reads the switch when it is imported, so this process's copy is set directly and
+    the processes Ray starts inherit the variable. Never for a cluster (``--address``)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _cluster_resources() -> tuple[float, float]:
