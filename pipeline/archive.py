@@ -3,7 +3,9 @@
 * :func:`find_item` / :func:`read_payload`: one item's manifest row and its bytes, by a ranged
   read from its shard (no shard is downloaded whole).
 * :func:`verify_archive`: every payload's CRCs (through ``codec.bitstream``, without decoding),
-  every manifest row's range inside its shard, no key committed twice; orphans are reported.
+  every manifest row's range inside its shard, every key a safe relative path (restore writes it
+  below OUT), every ``payload_uri`` a shard of this archive, no key committed twice; orphans are
+  reported. A hostile manifest is a list of problems, never an abort.
 * :func:`finalize_archive`: run by the driver after all writes of a job: drops duplicate rows
   (possible only when a killed driver's task committed while the rerun was already listing),
   then deletes orphan shards and staging leftovers. Only one job may write an archive at a time.
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +24,12 @@ import pyarrow.compute as pc
 from codec.errors import DiticError
 from pipeline.manifest import (
     ArchiveLayout,
+    is_retryable,
     manifest_bytes,
     read_manifest,
     read_manifests,
 )
+from pipeline.sources import check_key
 from pipeline.storage import Location, list_files, read_bytes, with_retries, write_bytes_atomic
 
 __all__ = [
@@ -35,6 +40,9 @@ __all__ = [
     "VerifyReport",
     "ItemNotFoundError",
 ]
+
+
+SHARD_NAME = re.compile(r"shards/[A-Za-z0-9_-][A-Za-z0-9._-]*\.bin")  # what ArchiveSink writes
 
 
 class ItemNotFoundError(DiticError, LookupError):
@@ -116,6 +124,38 @@ def _verify_shard(
             report.problems.append(problem)
 
 
+def _row_problem(row: dict[str, Any]) -> str | None:
+    """What makes a manifest row unsafe or unreadable, judged from the row alone (None: nothing)."""
+    key = row.get("key")
+    try:
+        check_key(key)
+    except ValueError as e:
+        return f"{key!r}: {e} (restore refuses the archive)"
+    if row.get("status") != "ok":
+        return None
+    uri = row.get("payload_uri")
+    if not isinstance(uri, str) or not SHARD_NAME.fullmatch(uri):
+        return f"{key!r}: payload_uri {uri!r} is outside the archive's shards/ folder"
+    start, length = row.get("payload_offset"), row.get("payload_bytes")
+    if not isinstance(start, int) or not isinstance(length, int):
+        return f"{key!r}: ok item without a payload range (offset {start!r}, bytes {length!r})"
+    return None
+
+
+def _read_rows(location: Location, paths: list[str], report: VerifyReport) -> list[dict[str, Any]]:
+    tables = []
+    for path in paths:
+        try:
+            tables.append(read_manifest(location, path).replace_schema_metadata(None))
+        except Exception as e:
+            report.problems.append(f"manifest {path} is unreadable: {type(e).__name__}: {e}")
+    try:
+        return pa.concat_tables(tables).to_pylist() if tables else []
+    except pa.ArrowInvalid as e:  # a manifest of another schema
+        report.problems.append(f"manifests do not share the manifest schema: {e}")
+        return []
+
+
 def verify_archive(location: Location, check_payloads: bool = True) -> VerifyReport:
     """Check an archive without decoding any image (see the module docstring)."""
     layout = ArchiveLayout(location)
@@ -125,23 +165,19 @@ def verify_archive(location: Location, check_payloads: bool = True) -> VerifyRep
     if not paths:
         report.problems.append(f"no committed manifest under {location.url}")
         return report
-    tables = []
-    for path in paths:
-        try:
-            tables.append(read_manifest(location, path).replace_schema_metadata(None))
-        except Exception as e:
-            report.problems.append(f"manifest {path} is unreadable: {type(e).__name__}: {e}")
-    table = pa.concat_tables(tables) if tables else pa.table({"key": pa.array([], pa.string())})
-    rows = table.to_pylist()
+    rows = _read_rows(location, paths, report)
     report.items = len(rows)
-    report.ok = sum(r["status"] == "ok" for r in rows)
+    report.ok = sum(r.get("status") == "ok" for r in rows)
     report.errors = report.items - report.ok
-    duplicates = [k for k, n in Counter(r["key"] for r in rows).items() if n > 1]
+    duplicates = [k for k, n in Counter(r.get("key") for r in rows).items() if n > 1]
     for key in duplicates[:20]:
         report.problems.append(f"key {key!r} is committed more than once")
     by_shard: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        if row["status"] == "ok":
+        problem = _row_problem(row)
+        if problem:
+            report.problems.append(problem)
+        elif row["status"] == "ok":
             by_shard[row["payload_uri"]].append(row)
     if check_payloads:
         for relative, shard_rows in sorted(by_shard.items()):
@@ -152,7 +188,7 @@ def verify_archive(location: Location, check_payloads: bool = True) -> VerifyRep
 
 def _orphans(location: Location, referenced: set[str]) -> list[str]:
     layout = ArchiveLayout(location)
-    names = {layout.shard_path(r) for r in referenced}
+    names = {layout.shard_path(r) for r in referenced if SHARD_NAME.fullmatch(r)}
     return [p for p in layout.shard_paths() if p not in names]
 
 
@@ -162,16 +198,21 @@ def _report_orphans(location: Location, referenced: set[str], report: VerifyRepo
 
 
 def _deduplicate(location: Location) -> int:
-    """Keep one committed row per key (ok before error, then the first manifest); return the drops."""
-    table = read_manifests(location, columns=["key", "status"], with_path=True)
-    winners: dict[str, tuple[bool, str]] = {}
-    for key, status, path in zip(*(table[c].to_pylist() for c in ("key", "status", "manifest")), strict=True):
-        rank = (status != "ok", path)
+    """Keep one committed row per key; return the number of rows dropped.
+
+    The row kept: ok, else a final error, else a retryable one (a read that failed on storage);
+    among equals the first manifest by name.
+    """
+    table = read_manifests(location, columns=["key", "status", "error"], with_path=True)
+    winners: dict[str, tuple[bool, bool, str]] = {}
+    columns = (table[c].to_pylist() for c in ("key", "status", "error", "manifest"))
+    for key, status, error, path in zip(*columns, strict=True):
+        rank = (status != "ok", is_retryable(status, error), path)
         if key not in winners or rank < winners[key]:
             winners[key] = rank
     losers: dict[str, set[str]] = defaultdict(set)
     for key, path in zip(table["key"].to_pylist(), table["manifest"].to_pylist(), strict=True):
-        if winners[key][1] != path:
+        if winners[key][2] != path:
             losers[path].add(key)
     for path, keys in losers.items():
         _drop_rows(location, path, keys)

@@ -11,6 +11,11 @@ An archive is a folder (a prefix in object storage)::
 A manifest exists only once its shard is complete, so the set of manifests *is* the set of
 committed items. Shards that no manifest names are orphans of an interrupted write; readers
 ignore them and the end of a job deletes them.
+
+Error rows are final, so that a broken object is not fetched again on every rerun, except one
+kind: a read that outlived its storage retries (error ``StorageError: ...``) says nothing about
+the object, so resume reads it again (:func:`is_retryable`). The rerun's row then replaces it
+when the job finalizes (ok before error, see ``pipeline.archive.finalize_archive``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ __all__ = [
     "read_manifest",
     "read_manifests",
     "committed_keys",
+    "is_retryable",
+    "RETRYABLE_ERROR_PREFIX",
     "load_job_record",
     "save_job_record",
 ]
@@ -67,6 +74,8 @@ MANIFEST_SCHEMA = pa.schema(
 MANIFEST_COLUMNS: list[str] = MANIFEST_SCHEMA.names
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
+# the error of a read that outlived its storage retries (``pipeline.storage.StorageError``)
+RETRYABLE_ERROR_PREFIX = "StorageError: "
 
 
 @dataclass(frozen=True)
@@ -161,9 +170,19 @@ def read_manifests(location: Location, columns: list[str] | None = None, with_pa
     return pa.concat_tables(tables)
 
 
+def is_retryable(status: str | None, error: str | None) -> bool:
+    """Whether a committed row failed on storage rather than on its content: resume retries it."""
+    return status != STATUS_OK and isinstance(error, str) and error.startswith(RETRYABLE_ERROR_PREFIX)
+
+
 def committed_keys(location: Location) -> set[str]:
-    """The keys of every committed item, ok or error: a rerun skips them."""
-    return set(read_manifests(location, columns=["key"]).column("key").to_pylist())
+    """The keys a rerun skips: every committed item, ok or error, except retryable errors.
+
+    A key whose only rows are retryable errors is read again by the next run.
+    """
+    table = read_manifests(location, columns=["key", "status", "error"])
+    rows = zip(*(table[c].to_pylist() for c in ("key", "status", "error")), strict=True)
+    return {key for key, status, error in rows if not is_retryable(status, error)}
 
 
 def load_job_record(location: Location) -> dict[str, Any] | None:

@@ -19,12 +19,16 @@ Error rows are committed too, so that a rerun does not fetch a broken object aga
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.manifest import ArchiveLayout, manifest_bytes, manifest_table
+import pyarrow as pa
+
+from pipeline.manifest import MANIFEST_SCHEMA, ArchiveLayout, manifest_bytes, manifest_table
 from pipeline.storage import Location, with_retries, write_bytes_atomic
 
 __all__ = ["ArchiveSink", "NullSink", "shard_id"]
@@ -35,10 +39,38 @@ except ImportError:  # pragma: no cover
     Datasink = object  # type: ignore[assignment,misc]
 
 
-def shard_id(keys: Iterable[str]) -> str:
-    """A name for the shard holding exactly ``keys``: the same keys give the same name."""
-    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+def shard_id(keys: Iterable[str], attempt: int = 1) -> str:
+    """A name for the shard holding exactly ``keys`` in job run ``attempt``.
+
+    The same keys in the same run give the same name, so a write task that Ray re-runs finds its
+    own commit. A later run gets new names: the keys it writes again (reads that failed on storage,
+    see :func:`pipeline.manifest.is_retryable`) must not be mistaken for the earlier commit.
+    """
+    digest = hashlib.sha256("\n".join([f"attempt {attempt}", *sorted(keys)]).encode()).hexdigest()
     return digest[:24]
+
+
+INTEGER_COLUMNS = frozenset(f.name for f in MANIFEST_SCHEMA if pa.types.is_integer(f.type))
+
+
+def _missing(value: Any) -> bool:
+    """None, or the NaN that Ray Data's pandas/numpy batches put where a column held None."""
+    if value is None:
+        return True
+    is_float = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+    return bool(is_float and math.isnan(value))
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with NaN made None in every manifest column and integer columns as ``int``."""
+    out = dict(row)
+    for name in MANIFEST_SCHEMA.names:
+        value = row.get(name)
+        if _missing(value):
+            out[name] = None
+        elif name in INTEGER_COLUMNS:
+            out[name] = int(value)
+    return out
 
 
 def _rows(blocks: Iterable[Any]) -> list[dict[str, Any]]:
@@ -88,7 +120,7 @@ class ArchiveSink(Datasink):
         started = time.time()
         layout = ArchiveLayout(self.location)
         fs = self.location.fs
-        sid = shard_id(str(r["key"]) for r in rows)
+        sid = shard_id((str(r["key"]) for r in rows), self.attempt)
         final_manifest = layout.manifest_path(sid)
         fs.invalidate_cache(layout.manifests)
         if with_retries(lambda: fs.exists(final_manifest), f"stat {final_manifest}"):
@@ -110,8 +142,9 @@ class ArchiveSink(Datasink):
         offset = 0
         out = []
         for row in rows:
-            row = dict(row, attempt=self.attempt)
-            data = bytes(row.get("payload") or b"")
+            row = _clean(dict(row, attempt=self.attempt))
+            payload = row.get("payload")
+            data = b"" if _missing(payload) else bytes(payload or b"")
             if row.get("status") == "ok" and data:
                 row.update(payload_uri=shard_relative, payload_offset=offset, payload_bytes=len(data))
                 chunks.append(data)
@@ -127,7 +160,8 @@ def _shard_stats(
     sid: str, manifest_rows: list[dict[str, Any]], rows: list[dict[str, Any]], started: float
 ) -> dict[str, Any]:
     ok = sum(r["status"] == "ok" for r in manifest_rows)
-    first_read = min((r["read_at"] for r in rows if r.get("read_at")), default=started)
+    reads = [float(r["read_at"]) for r in rows if not _missing(r.get("read_at")) and r["read_at"]]
+    first_read = min(reads, default=started)
     span = max(time.time() - first_read, 1e-6)
     return {
         "shard": sid,

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import Location, list_files, open_location, read_bytes, with_retries
+from pipeline.manifest import RETRYABLE_ERROR_PREFIX
+from pipeline.storage import Location, StorageError, list_files, open_location, read_bytes, with_retries
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -180,6 +181,8 @@ def _read_one(uri: str, options: dict[str, Any], limits: tuple[int, int], multip
         decoded = _decode(data, max_pixels)
         height, width = decoded["image"].shape[:2]
         row.update(decoded, width=width, height=height, bucket=size_bucket(height, width, multiple))
+    except StorageError as e:  # storage, not the object, failed: resume reads it again
+        row.update(status="error", error=f"{RETRYABLE_ERROR_PREFIX}{e}")
     except Exception as e:  # every failure of one object becomes its error row
         row.update(status="error", error=f"{type(e).__name__}: {e}")
     return row

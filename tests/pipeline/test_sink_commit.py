@@ -7,13 +7,16 @@ the end-to-end tests run it behind the real codec.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.archive import ItemNotFoundError, finalize_archive, find_item, read_payload
 from pipeline.manifest import (
     MANIFEST_COLUMNS,
+    RETRYABLE_ERROR_PREFIX,
     ArchiveLayout,
     committed_keys,
     read_manifest,
@@ -116,3 +119,66 @@ def test_missing_key_and_payloadless_rows_are_clear_errors(tmp_path: Path) -> No
         find_item(location, "nope.jpg")
     with pytest.raises(ValueError, match="no payload"):
         read_payload(location, find_item(location, "broken.jpg"))
+
+
+def test_a_batch_with_nan_numbers_commits(tmp_path: Path) -> None:
+    """After the Encoder stage Ray hands a read-error row's null numbers over as NaN, and the ok
+    rows' integers of the same batch as floats: the shard must commit with nulls and integers."""
+    nan = float("nan")
+    rows = encoded_rows(["ok.jpg", "gone.jpg"], bad={"gone.jpg"})
+    rows[0].update(source_bytes=1000.0, width=np.float64(64), height=48.0, psnr=nan, ms_ssim=np.float32(nan))
+    rows[0]["read_at"] = time.time() - 1.0
+    rows[1].update(source_bytes=nan, source_sha256=nan, width=nan, height=nan, bpp=nan, enc_ms=nan,
+                   entropy_ms=nan, model_id=nan, quality=nan, read_at=nan, payload=nan)  # fmt: skip
+    url = str(tmp_path / "archive")
+    stats = ArchiveSink(url, shard_size=2).write_rows(rows)
+    assert stats is not None and (stats["ok"], stats["error"], stats["bytes_in"]) == (1, 1, 1000)
+    assert 1.0 <= stats["wall_s"] < 60 and stats["images_per_s"] > 0  # the NaN read time is ignored
+    by_key = {r["key"]: r for r in read_manifests(open_location(url)).to_pylist()}
+    ok, gone = by_key["ok.jpg"], by_key["gone.jpg"]
+    assert (ok["source_bytes"], ok["width"], ok["height"]) == (1000, 64, 48)
+    assert ok["psnr"] is None and ok["ms_ssim"] is None
+    assert gone["status"] == "error" and "cannot identify" in gone["error"]
+    nulls = ("source_bytes", "source_sha256", "width", "height", "bpp", "quality", "model_id")
+    assert all(gone[c] is None for c in nulls)
+
+
+def _failed_on_storage(rows: list[dict]) -> list[dict]:
+    for row in rows:
+        if row["status"] == "error":
+            row["error"] = f"{RETRYABLE_ERROR_PREFIX}read rel/src/{row['key']}: failed after 5 attempts"
+    return rows
+
+
+def test_resume_reads_storage_failures_again_and_finalize_keeps_one_row(archive_url) -> None:
+    url, options = archive_url
+    location = open_location(url, options)
+    first = ArchiveSink(url, options, attempt=1)
+    first.write_rows(encoded_rows(["ok.jpg", "corrupt.jpg"], bad={"corrupt.jpg"}))
+    first.write_rows(_failed_on_storage(encoded_rows(["lost.jpg"], bad={"lost.jpg"})))
+    # the corrupt image is final (not fetched again); the storage failure is read again
+    assert committed_keys(location) == {"ok.jpg", "corrupt.jpg"}
+    # a second run still failing on storage, for the very same shard of keys: a new commit, not a skip
+    rerun = ArchiveSink(url, options, attempt=2)
+    assert rerun.write_rows(_failed_on_storage(encoded_rows(["lost.jpg"], bad={"lost.jpg"}))) is not None
+    assert finalize_archive(location)["duplicates_dropped"] == 1
+    assert committed_keys(location) == {"ok.jpg", "corrupt.jpg"}
+    # a third run reads it: the ok row wins, every key is present exactly once
+    assert ArchiveSink(url, options, attempt=3).write_rows(encoded_rows(["lost.jpg"])) is not None
+    assert finalize_archive(location)["duplicates_dropped"] == 1
+    rows = read_manifests(location).to_pylist()
+    assert sorted(r["key"] for r in rows) == ["corrupt.jpg", "lost.jpg", "ok.jpg"]
+    lost = find_item(location, "lost.jpg")
+    assert (lost["status"], lost["attempt"]) == ("ok", 3)
+    assert committed_keys(location) == {"ok.jpg", "corrupt.jpg", "lost.jpg"}
+
+
+def test_a_final_error_wins_over_a_storage_failure(tmp_path: Path) -> None:
+    url = str(tmp_path / "archive")
+    location = open_location(url)
+    ArchiveSink(url, attempt=1).write_rows(_failed_on_storage(encoded_rows(["k.jpg"], bad={"k.jpg"})))
+    ArchiveSink(url, attempt=2).write_rows(encoded_rows(["k.jpg"], bad={"k.jpg"}))  # read, but corrupt
+    assert finalize_archive(location)["duplicates_dropped"] == 1
+    row = find_item(location, "k.jpg")
+    assert row["attempt"] == 2 and "cannot identify" in row["error"]
+    assert committed_keys(location) == {"k.jpg"}

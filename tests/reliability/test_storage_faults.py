@@ -23,7 +23,7 @@ from reliability_helpers import endpoint, kill, run_job, wait_until, write_crops
 
 from jobs.cli import main
 from pipeline.job import CompressOptions, compress_images
-from pipeline.manifest import ArchiveLayout
+from pipeline.manifest import RETRYABLE_ERROR_PREFIX, ArchiveLayout, committed_keys
 from pipeline.storage import list_files, open_location
 
 pytestmark = pytest.mark.slow
@@ -164,15 +164,10 @@ def test_sigkill_of_a_read_task_mid_job_loses_nothing(source, s3_store, ray_clus
     _assert_complete(dest, s3_store, keys)
 
 
-LOST_READ = (
-    "two bugs (docs/RELIABILITY.md): the read error row's null source_bytes reaches pipeline/sink.py as "
-    "NaN and int(NaN) fails the write task, so the job fails; and a read that outlived its retries is "
-    "committed as a final error row that resume skips, so the item would stay lost"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LOST_READ)
 def test_a_read_failing_past_its_retries_is_retried_by_the_rerun(source, s3_store, ray_cluster) -> None:
+    """The job completes with the unreadable object as an error row (a NaN in the sink once failed
+    the whole job); that row is retryable, so the clean rerun reads that object alone and its ok row
+    replaces the error row."""
     bucket, keys = source
     dest, victim = f"{bucket}/archive-read-outage", keys[0]
     fast = {"config_kwargs": {"retries": {"max_attempts": 1}}}  # botocore gives up at once: seconds
@@ -184,6 +179,12 @@ def test_a_read_failing_past_its_retries_is_retried_by_the_rerun(source, s3_stor
         )  # fmt: skip
         first = compress_images(options)
         assert proxy.injected("status") >= 5 and first["error"] == 1  # the object stayed unreadable
+    assert [e["key"] for e in first["errors"]] == [victim]
+    assert first["errors"][0]["error"].startswith(RETRYABLE_ERROR_PREFIX)
+    location = open_location(dest, s3_store.storage_options)
+    assert committed_keys(location) == set(keys) - {victim}
     options.storage_options = s3_store.storage_options
-    compress_images(options)
+    second = compress_images(options)
+    assert (second["run"]["submitted"], second["run"]["skipped"]) == (1, ITEMS - 1)
+    assert second["run"]["duplicates_dropped"] == 1 and (second["ok"], second["error"]) == (ITEMS, 0)
     _assert_complete(dest, s3_store, keys)
