@@ -167,6 +167,7 @@ class Codec:
         self.name, self.model_id, self.trained = name, model_id, trained
         self.device, self.dtype = torch.device(device), dtype
         self.batch_pixels, self.max_pixels = batch_pixels, max_pixels
+        self.tiled_decode: bool | None = None  # DC-AE in tiles; None: above 2048 px (codec.autoencoder)
         # the decoder's DiT step replays a CUDA graph per shape on a GPU (codec.graphs); eager elsewhere
         self._dit_step = GraphCache(self._synthesize, name="DiT step")
         self._dit_step.enabled = self._dit_step.enabled and self.device.type == "cuda" and cuda_graphs
@@ -292,7 +293,7 @@ class Codec:
         start = time.perf_counter()
         heads = self.model.decompress_heads([s for _, s, _ in batch], latent_shape, first.quality)
         latent_hat = self._dit_step(heads["mean"], heads["scale"], heads["res"], heads["prompt"])
-        pixels = image.to_uint8(self.model.decode_pixels(latent_hat))
+        pixels = image.to_uint8(self.model.decode_pixels(latent_hat, self.tiled_decode))
         total_ms = (time.perf_counter() - start) * 1e3
         entropy_ms = self.model.codec.coding_seconds * 1e3
         out = []

@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--items", type=int, default=512, help="pipeline mode: images in the generated set")
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DC-AE (codec mode)")
+    parser.add_argument("--tiled", action="store_true", help="decode the DC-AE in tiles at every size")
     parser.add_argument("--actor-threads", type=int, default=None,
                         help="pipeline mode: torch threads per GPU actor (default: Ray's, one)")  # fmt: skip
 
@@ -154,7 +155,7 @@ def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[s
     for _ in range(repeats):
         heads, a = clock(model.decompress_heads, [strings], shape, header.quality)
         (latent_hat, _), b = clock(model.synthesize, heads)
-        _, c = clock(model.decode_pixels, latent_hat)
+        _, c = clock(model.decode_pixels, latent_hat, codec.tiled_decode)
         for key, ms in zip(split, (a, b, c), strict=True):
             split[key].append(ms)
     return {k: statistics.median(v) for k, v in split.items()}
@@ -171,6 +172,7 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, DTYPES[dtype_name.strip()])
         codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=args.compile)
+        codec.tiled_decode = True if args.tiled else None
         quality = args.quality or max(codec.qualities)
         for width, height in _parse_sizes(args.sizes):
             for batch in (int(b) for b in args.batch_sizes.split(",")):
