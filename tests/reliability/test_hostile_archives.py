@@ -9,6 +9,7 @@ or a failed item), never a write outside OUT, and the untouched items still rest
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,16 @@ def _tampered(archive: dict, folder: Path, edit) -> Path:
     return dest
 
 
+def _verify_problems(dest: Path, capsys) -> list[str]:
+    """``ditic verify --json`` of ``dest``, which must fail with a report (not an error line)."""
+    code = main(["verify", str(dest), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1 and not captured.err, captured
+    report = json.loads(captured.out)
+    assert report["passed"] is False
+    return report["problems"]
+
+
 def _ok_keys(archive: dict) -> list[str]:
     return [r["key"] for r in archive["rows"] if r["status"] == "ok"]
 
@@ -85,6 +96,9 @@ def test_restore_refuses_manifest_keys_that_escape_out(archive, ray_cluster, tmp
         return rows
 
     dest = _tampered(archive, tmp_path / "t", edit)
+    problems = _verify_problems(dest, capsys)
+    for key in escaping:
+        assert any(p.startswith(f"{key!r}: unsafe key") for p in problems), (key, problems)
     before = {p for p in tmp_path.rglob("*")}
     out = tmp_path / "t" / "out"
     code = main(["restore", str(dest), str(out), "--address", ray_cluster, "--no-progress"])
@@ -130,13 +144,37 @@ def test_restore_extract_verify_with_lying_ranges_and_a_planted_link(
     failed = {line.removeprefix("  failed: ").split(": ", 1)[0] for line in printed.splitlines()
               if line.startswith("  failed: ")}  # fmt: skip
     assert failed == set(lying) | set(linked), printed
+    problems = _verify_problems(dest, capsys)
+    assert len(problems) == len(lying), problems  # one listed problem per lying row, nothing else
+    for key in lying:
+        assert sum(p.startswith(f"{key!r}: ") for p in problems) == 1, (key, problems)
+    assert sum("'../outside.bin' is outside the archive" in p for p in problems) == 2, problems
     assert main(["verify", str(dest)]) == 1
-    report = capsys.readouterr()
-    assert "outside" in report.out + report.err
+    printed = capsys.readouterr().out
+    assert printed.count("  PROBLEM: ") == len(lying) and "verify: FAILED (5 problems)" in printed
     for key in lying:
         assert main(["extract", str(dest), key, "-o", str(tmp_path / "x.png")]) == 1, key
         assert capsys.readouterr().err.startswith("ditic extract: error: ")
     assert not (tmp_path / "x.png").exists()
+
+
+OUTSIDE_SHARDS = ["/etc/passwd", "s3://another-bucket/shards/x.bin", "manifests/x.parquet",
+                  "shards/../job.json"]  # fmt: skip
+
+
+@pytest.mark.parametrize("uri", [*OUTSIDE_SHARDS, None])
+def test_verify_lists_a_payload_uri_outside_the_shards(uri, archive, tmp_path, capsys) -> None:
+    victim = _ok_keys(archive)[0]
+
+    def edit(rows: list[dict]) -> list[dict]:
+        next(r for r in rows if r["key"] == victim)["payload_uri"] = uri
+        return rows
+
+    dest = _tampered(archive, tmp_path / "t", edit)
+    problems = _verify_problems(dest, capsys)
+    assert problems == [f"{victim!r}: payload_uri {uri!r} is outside the archive's shards/ folder"]
+    assert main(["verify", str(archive["dest"])]) == 0  # the untampered archive still passes
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("damage", ["garbage_manifest", "keys_only_manifest", "garbage_job_record"])
