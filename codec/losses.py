@@ -115,6 +115,7 @@ class RateDistortionLoss(nn.Module):
         self.mse_weight = mse_weight
         self.perceptual_weight = perceptual_weight
         self.distill_weight = distill_weight
+        self.rate_scale = 1.0  # multiplies every λ_q: a training schedule may ramp the rate term in
 
     def distortion(self, x: Tensor, x_hat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-sample D = w_mse·MSE + w_p·LPIPS on [-1, 1] images, and its logged parts.  # (B,)"""
@@ -148,7 +149,7 @@ class RateDistortionLoss(nn.Module):
         if quality is not None:
             batch, _, h, w = x.shape
             bpp = bits_per_pixel(out["likelihoods"], h * w)
-            total = total + self.lambda_of(quality, batch, x.device) * bpp
+            total = total + self.rate_scale * self.lambda_of(quality, batch, x.device) * bpp
             parts["bpp"] = bpp.detach().mean()
         loss = total.mean()
         if quality is not None and self.distill_weight > 0 and out.get("latent_hat") is not None:

@@ -59,6 +59,7 @@ class TrainOptions:
     stage_c: float = 0.0
     lambda_max: float = LAMBDA_MAX
     lambda_min: float = LAMBDA_MIN
+    lambda_ramp: float = 0.0  # fraction of the schedule after stage A over which λ rises from 0 to full
     perceptual: str = "vgg"  # vgg | alex | none
     perceptual_weight: float = 1.0
     distill_weight: float = 0.05
@@ -111,6 +112,8 @@ class TrainOptions:
             raise ValueError(f"--crop must be a multiple of 64, got {self.crop}")
         if not (0 <= self.stage_a <= 1 and 0 <= self.stage_c <= 1 and self.stage_a + self.stage_c <= 1):
             raise ValueError(f"bad stage fractions: A {self.stage_a}, C {self.stage_c}")
+        if not 0.0 <= self.lambda_ramp <= 1.0:
+            raise ValueError(f"--lambda-ramp must be a fraction in [0, 1], got {self.lambda_ramp}")
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError(
                 f"--batch-size and --steps must be positive, got {self.batch_size}, {self.steps}"
@@ -297,6 +300,9 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--stage-c", type=float, default=d.stage_c, help="fraction at the end in stage C (adversarial)")
     a("--lambda-max", type=float, default=d.lambda_max, help="λ of quality 1 (lowest rate)")
     a("--lambda-min", type=float, default=d.lambda_min, help="λ of the highest quality")
+    a("--lambda-ramp", type=float, default=d.lambda_ramp,
+      help="fraction of the schedule, from the end of stage A, over which λ rises linearly from 0 "
+           "(lets the decoder learn to use bits before the rate term squeezes them; 0: off)")  # fmt: skip
     a("--perceptual", default=d.perceptual, choices=["vgg", "alex", "none"])
     a("--ema-decay", type=float, default=d.ema_decay)
     a("--seed", type=int, default=d.seed)

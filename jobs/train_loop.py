@@ -137,6 +137,13 @@ class Trainer:
         tail = min(1.0, max(0.0, (1.0 - self.progress()) / 0.3))
         return warm * (0.1 + 0.9 * tail)
 
+    def rate_scale(self) -> float:
+        """The share of λ in force: 0 → 1 linearly over ``lambda_ramp`` of the schedule after stage A
+        (from the schedule's progress, so a resumed run continues the ramp where it was)."""
+        if self.opts.lambda_ramp <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (self.progress() - self.opts.stage_a) / self.opts.lambda_ramp))
+
     def _enter(self, stage: str) -> None:
         """Switch which parameters train: A = DC-AE; B/C = all but the (optionally) frozen encoder."""
         self.stage, self.stage_start = stage, self.step
@@ -204,6 +211,7 @@ class Trainer:
         for group in self.optimizers["main"].param_groups:
             group["lr"] = self.opts.lr * self.lr_factor()
         x, q = self._batch()
+        self.criterion.rate_scale = self.rate_scale()
         with self._autocast():
             out = self._forward(x, q)
             terms = self.criterion(x, out, q)

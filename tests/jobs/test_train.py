@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import write_small_photos
@@ -44,6 +45,27 @@ def test_stage_schedule():
     assert stage_at(0.0, dataclasses.replace(opts, stage="B")) == "B"
 
 
+def test_lambda_ramp_scales_the_rate_term_from_zero(photos: Path, tmp_path: Path):
+    trainer = Trainer(_opts(photos, tmp_path, lambda_ramp=0.25, stage_a=0.5, steps=100))
+    scales = []
+    for step in (0, 50, 60, 75, 90):
+        trainer.step = step
+        scales.append(trainer.rate_scale())
+    assert scales == pytest.approx([0.0, 0.0, 0.4, 1.0, 1.0])
+    x = trainer.bank.sample(1, 64, np.random.default_rng(0))
+    out = trainer.model(x, 2)
+    trainer.criterion.rate_scale = 0.0
+    no_rate = trainer.criterion(x, out, 2)
+    trainer.criterion.rate_scale = 1.0
+    full = trainer.criterion(x, out, 2)
+    distortion = trainer.criterion.distortion(x, out["x_hat"])[0].mean()
+    lam = trainer.criterion.lambdas[1]
+    distill = trainer.criterion.distill_weight * no_rate.parts["distill"]
+    assert torch.allclose(no_rate.loss, distortion + distill)
+    assert torch.allclose(full.loss - no_rate.loss, lam * full.bpp.mean(), rtol=1e-4)
+    assert Trainer(_opts(photos, tmp_path)).rate_scale() == 1.0  # off by default
+
+
 def test_bad_options_are_refused(photos: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="--data"):
         TrainOptions().check()
@@ -51,6 +73,8 @@ def test_bad_options_are_refused(photos: Path, tmp_path: Path):
         _opts(photos, tmp_path, crop=100).check()
     with pytest.raises(ValueError, match="stage fractions"):
         _opts(photos, tmp_path, stage_a=0.8, stage_c=0.5).check()
+    with pytest.raises(ValueError, match="lambda-ramp"):
+        _opts(photos, tmp_path, lambda_ramp=-0.1).check()
 
 
 def _fixed_loss(trainer: Trainer, x: torch.Tensor, q: int) -> float:
