@@ -180,10 +180,21 @@ def _slots(video: list[tuple], tick: int) -> tuple[list[FrameSlot], bool]:
     return slots, True
 
 
+def _check_frame_size(width: int, height: int, verb: str) -> None:
+    """A frame larger than the container format's limit (64 Mpx) is refused before frames are decoded."""
+    from pipeline.dticv_reader import MAX_FRAME_PIXELS
+
+    if width * height > MAX_FRAME_PIXELS:
+        raise VideoInputError(
+            f"the video stream {verb} {width}x{height} frames, above the limit of {MAX_FRAME_PIXELS} pixels"
+        )
+
+
 def probe_video(source: Source, name: str = "") -> VideoProbe:
     """Demux a whole video once (no decoding beyond its first frame)."""
     with open_media(source) as container:
         vs = video_stream(container)
+        _check_frame_size(vs.codec_context.width, vs.codec_context.height, "declares")
         carried = [s for s in container.streams if s.type in ("audio", "subtitle") and s.codec_context]
         carried_ids = {s.index: i for i, s in enumerate(carried)}
         tb = vs.time_base or Fraction(1, 90000)
@@ -195,6 +206,7 @@ def probe_video(source: Source, name: str = "") -> VideoProbe:
             raise VideoInputError(f"the video stream has no packets{note}")
         if first is None:
             raise VideoInputError(f"the video stream has no decodable frame{note}")
+        _check_frame_size(first.width, first.height, "decodes to")
         slots, splittable = _slots(video, tick)
         warning = warning or _truncation(_declared_seconds(container, vs), slots, tb)
         fmt = first.format

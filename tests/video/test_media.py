@@ -39,6 +39,17 @@ def test_probe_reads_metadata(clips):
     assert len(audio.packets) > 5 and all(p.stream == 0 for p in audio.packets)
 
 
+def test_probe_refuses_frames_above_the_pixel_limit(clips, monkeypatch):
+    import pipeline.dticv_reader
+    from pipeline.video import VideoInputError
+
+    monkeypatch.setattr(pipeline.dticv_reader, "MAX_FRAME_PIXELS", 64 * 48 - 1)
+    with pytest.raises(VideoInputError, match="declares 64x48 frames, above the limit"):
+        probe_video(str(clips["rotated"]))
+    monkeypatch.setattr(pipeline.dticv_reader, "MAX_FRAME_PIXELS", 64 * 48)
+    assert probe_video(str(clips["rotated"])).header.width == 64
+
+
 def test_probe_keeps_variable_frame_timing(clips):
     probe = probe_video(str(clips["vfr"]))
     assert [s.pts for s in probe.slots] == [0, 20, 80, 120, 140, 200, 240, 260, 320, 360]
