@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--tiled", action="store_true", help="decode the DC-AE in tiles at every size")
     parser.add_argument("--actor-threads", type=int, default=None,
                         help="pipeline mode: torch threads per GPU actor (default: Ray's, one)")  # fmt: skip
+    parser.add_argument("--simulate-gpus", type=int, default=0, metavar="N",
+                        help="pipeline mode: a SIMULATION for machines without GPUs: a local Ray declares N "
+                        "GPUs, one encoder actor per GPU runs the codec on the CPU; exercises scheduling "
+                        "and sharding, its images/s say nothing about GPU throughput")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.simulate_gpus and args.mode != "pipeline":
+        raise ValueError(f"--simulate-gpus is for --mode pipeline, not --mode {args.mode}")
+    default = "cpu" if args.simulate_gpus else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.mode == "export":
@@ -262,7 +269,7 @@ def bench_pipeline(args: argparse.Namespace, device: str) -> list[dict]:
                 options = CompressOptions(
                     source=tmp, model=args.model, quality=args.quality, batch_size=batch,
                     num_actors=args.num_actors, actor_threads=args.actor_threads, device=device,
-                    dtype=DTYPES[dtype_name], progress=False,
+                    dtype=DTYPES[dtype_name], progress=False, simulate_gpus=args.simulate_gpus,
                 )  # fmt: skip
                 result = measure_throughput(options)
             stats = result.pop("ray_stats", "")

@@ -9,6 +9,11 @@ plan it builds is::
       .write_datasink(ArchiveSink)                   one shard + manifest per write task
 
 followed by :func:`pipeline.archive.finalize_archive` (duplicates, orphans) and the summary.
+
+``CompressOptions.simulate_gpus = N`` runs the same plan as on N GPUs on a machine without any:
+the local Ray declares N GPUs, every encoder actor asks ``num_gpus=1`` (so Ray's GPU scheduling,
+the actor pool's size and the sharding are the real ones) but runs the codec on the CPU with one
+torch thread. It exercises scheduling; its images/s say nothing about GPU throughput.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from pipeline.stages import Encoder
 from pipeline.storage import Location, list_files, open_location, with_retries
 from pipeline.summary import summarize, write_summary
 
-__all__ = ["CompressOptions", "compress_images", "measure_throughput", "connect_ray", "clear_archive"]
+__all__ = [
+    "CompressOptions", "EncoderPlacement", "compress_images", "measure_throughput", "connect_ray",
+    "clear_archive", "encoder_placement",
+]  # fmt: skip
 
 
 @dataclass
@@ -55,12 +63,24 @@ class CompressOptions:
     extensions: frozenset[str] | None = IMAGE_EXTENSIONS
     progress: bool = True
     actor_threads: int | None = None  # torch CPU threads of a GPU actor (None: Ray's default, one)
+    simulate_gpus: int = 0  # N > 0: schedule as on N GPUs, run the codec on the CPU (a simulation)
 
 
-def connect_ray(address: str | None = None) -> None:
+@dataclass(frozen=True)
+class EncoderPlacement:
+    """Where and how the encoder actors run: their number, Ray resources, device and torch threads."""
+
+    actors: int
+    resources: dict[str, float]
+    device: str | None
+    threads: int | None
+
+
+def connect_ray(address: str | None = None, simulate_gpus: int = 0) -> None:
     """Connect to the Ray cluster at ``address`` (or ``RAY_ADDRESS``), else start a local one.
 
-    A local Ray binds to 127.0.0.1 only and has no dashboard.
+    A local Ray binds to 127.0.0.1 only and has no dashboard; with ``simulate_gpus`` it declares
+    that many GPUs (Ray schedules declared GPUs without any hardware behind them).
     """
     import ray
 
@@ -73,6 +93,8 @@ def connect_ray(address: str | None = None) -> None:
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
         kwargs.update(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        if simulate_gpus:
+            kwargs["num_gpus"] = simulate_gpus
     ray.init(**kwargs)
 
 
@@ -93,12 +115,50 @@ def _cluster_resources() -> tuple[float, float]:
     return float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
 
 
+def encoder_placement(options: CompressOptions, cpus: float, gpus: float) -> EncoderPlacement:
+    """The encoder actors for a cluster of ``cpus`` CPUs and ``gpus`` GPUs (see ``_plan``)."""
+    if options.simulate_gpus:
+        return _simulated_placement(options, cpus, gpus)
+    on_gpu = (options.device or ("cuda" if gpus > 0 else "cpu")).startswith("cuda")
+    if on_gpu:
+        actors = options.num_actors or max(1, int(gpus // options.gpus_per_actor))
+        resources = {"num_gpus": options.gpus_per_actor, "num_cpus": 1.0}
+        return EncoderPlacement(actors, resources, options.device, options.actor_threads)
+    actors = options.num_actors or 1  # DESIGN §4: whole-CPU actors beside a CPU read stage deadlock
+    return EncoderPlacement(actors, {"num_cpus": 0.5}, options.device, max(1, int(cpus // actors)))
+
+
+def _simulated_placement(options: CompressOptions, cpus: float, gpus: float) -> EncoderPlacement:
+    """Actors that hold a declared GPU each, as on a GPU cluster, but encode on the CPU.
+
+    Together they ask a quarter of the cluster's CPUs (at most one each): the read tasks and the
+    write tasks (one CPU each) must still be schedulable beside a pool of many actors (DESIGN §4).
+    """
+    wanted = options.simulate_gpus
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0:
+        raise ValueError(f"simulate_gpus must be a whole number of GPUs >= 0, got {wanted!r}")
+    if options.device not in (None, "", "auto", "cpu"):
+        raise ValueError(
+            f"simulate_gpus runs the codec on the CPU; device {options.device!r} contradicts it "
+            "(leave the device unset, or drop --simulate-gpus to use real GPUs)"
+        )
+    if gpus < wanted:
+        raise ValueError(
+            f"the Ray cluster declares {gpus:g} GPUs, fewer than the {wanted} to simulate: let the job "
+            f"start its own Ray (no --address), or start one with `ray start --head --num-gpus {wanted}`"
+        )
+    actors = options.num_actors or max(1, int(wanted // options.gpus_per_actor))
+    share = max(0.0001, math.floor(min(1.0, cpus / (4 * actors)) * 1e4) / 1e4)  # Ray's resolution
+    resources = {"num_gpus": options.gpus_per_actor, "num_cpus": share}
+    return EncoderPlacement(actors, resources, "cpu", 1)
+
+
 def _plan(options: CompressOptions, work: pa.Table) -> Any:
     """The Ray Data dataset of encoded rows for ``work`` (nothing runs until it is consumed)."""
     import ray
 
     cpus, gpus = _cluster_resources()
-    on_gpu = (options.device or ("cuda" if gpus > 0 else "cpu")).startswith("cuda")
+    placement = encoder_placement(options, cpus, gpus)
     readers = options.cpu_readers or max(1, int(cpus // 2))
     read_batch = max(1, min(options.batch_size, 16))
     blocks = max(1, math.ceil(work.num_rows / read_batch))
@@ -110,26 +170,19 @@ def _plan(options: CompressOptions, work: pa.Table) -> Any:
         num_cpus=0.25,  # unlike the encoder's, so Ray Data keeps the two stages apart (no fusion)
         concurrency=readers,
     )
-    if on_gpu:
-        actors = options.num_actors or max(1, int(gpus // options.gpus_per_actor))
-        resources: dict[str, float] = {"num_gpus": options.gpus_per_actor, "num_cpus": 1}
-    else:  # DESIGN §4: whole-CPU actors beside a CPU read stage deadlock a small machine
-        actors = options.num_actors or 1
-        resources = {"num_cpus": 0.5}
-    threads = options.actor_threads if on_gpu else max(1, int(cpus // actors))
     return ds.map_batches(
         Encoder,
         fn_constructor_kwargs={
             "model": options.model,
             "quality": options.quality,
-            "device": options.device,
+            "device": placement.device,
             "dtype": options.dtype,
             "metrics": options.metrics,
-            "cpu_threads": threads,
+            "cpu_threads": placement.threads,
         },  # fmt: skip
         batch_size=options.batch_size,
-        concurrency=actors,
-        **resources,
+        concurrency=placement.actors,
+        **placement.resources,
     )
 
 
@@ -187,7 +240,7 @@ def compress_images(options: CompressOptions) -> dict[str, Any]:
     record, attempt = _start_run(location, options)
     work, skipped = _pending(options, location)
     if work.num_rows:
-        connect_ray(options.address)
+        connect_ray(options.address, options.simulate_gpus)
         ray.data.DataContext.get_current().enable_progress_bars = options.progress
         sink = ArchiveSink(options.dest, options.storage_options, options.shard_size, attempt)
         _plan(options, work).write_datasink(sink)
@@ -213,7 +266,7 @@ def measure_throughput(options: CompressOptions) -> dict[str, Any]:
     import ray
 
     work, _ = _pending(options, None)
-    connect_ray(options.address)
+    connect_ray(options.address, options.simulate_gpus)
     ray.data.DataContext.get_current().enable_progress_bars = options.progress
     sink = NullSink()
     started = time.time()
@@ -222,14 +275,14 @@ def measure_throughput(options: CompressOptions) -> dict[str, Any]:
     wall = time.time() - started
     written = getattr(ds, "_write_ds", None)  # Ray keeps the executed write here; its stats say which
     stages = written.stats() if written is not None else ""  # operator took the time
-    _, gpus = _cluster_resources()
-    actors = options.num_actors or (max(1, int(gpus // options.gpus_per_actor)) if gpus else 1)
+    actors = encoder_placement(options, *_cluster_resources()).actors
     codec_s = sink.codec_ms / 1000
     return {
         "items": sink.rows,
         "ok": sink.ok,
         "wall_s": wall,
         "actors": actors,
+        "simulated_gpus": options.simulate_gpus,
         "end_to_end_images_per_s": sink.rows / wall if wall > 0 else 0.0,
         "steady_images_per_s": sink.steady_images_per_s,
         "codec_images_per_s": sink.ok * actors / codec_s if codec_s > 0 else 0.0,

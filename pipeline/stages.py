@@ -60,7 +60,11 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _where(device: str) -> tuple[str, str]:
-    """(node, gpu) labels for the manifest: the node's IP, and the GPU model or ``"cpu"``."""
+    """(node, gpu) labels for the manifest: the node's IP, and the GPU model or ``"cpu"``.
+
+    An actor that holds Ray GPUs but runs on the CPU is a simulated GPU worker
+    (``CompressOptions.simulate_gpus``): its label is ``"sim-gpu:K"``, K being Ray's GPU id.
+    """
     try:
         import ray
 
@@ -68,11 +72,21 @@ def _where(device: str) -> tuple[str, str]:
     except Exception:
         node = socket.gethostname()
     if not device.startswith("cuda"):
-        return node, "cpu"
+        return node, _simulated_gpu() or "cpu"
     import torch
 
     index = torch.cuda.current_device()
     return node, f"cuda:{index} {torch.cuda.get_device_name(index)}"
+
+
+def _simulated_gpu() -> str | None:
+    try:
+        import ray
+
+        ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:
+        return None
+    return "sim-gpu:" + ",".join(str(i) for i in ids) if ids else None
 
 
 def _groups(batch: dict[str, Any], ok: list[int]) -> dict[str, list[int]]:
