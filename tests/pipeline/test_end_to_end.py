@@ -120,10 +120,13 @@ def test_restore_round_trip_equals_codec_decode(built, tmp_path) -> None:
     codec = load_codec(MODEL)
     for row in ok:
         restored = out / (row["key"].rsplit(".", 1)[0] + ".png")
-        reference = codec.decode([read_payload(location, row)])[0].convert("RGB")
-        assert np.array_equal(np.asarray(Image.open(restored).convert("RGB")), np.asarray(reference)), row[
-            "key"
-        ]
+        reference = np.asarray(codec.decode([read_payload(location, row)])[0].convert("RGB"), dtype=int)
+        got = np.asarray(Image.open(restored).convert("RGB"), dtype=int)
+        # restore decodes same-size items in one batch; float32 convolutions may round a pixel one level
+        # apart from a one-image decode (the CPU's kernels depend on the batch size; seen at 2 of 7 dev
+        # images). Entropy decoding itself is exact: tests/codec/test_golden_gpu.py.
+        assert got.shape == reference.shape and np.abs(got - reference).max() <= 1, row["key"]
+        assert np.mean(got == reference) > 0.99, row["key"]
 
 
 def test_extract_one_item_by_ranged_read(built, tmp_path) -> None:
