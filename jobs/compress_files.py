@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda if available)")
     parser.add_argument("--batch", type=int, default=8, metavar="N", help="files per model call (default 8)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse images (payloads) above N pixels: bounds memory for untrusted input "
+                             "(default: the codec's limit, 2^28)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +85,8 @@ def _load(args: argparse.Namespace) -> Any:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     codec = load_codec(args.model, device=device)
+    if getattr(args, "max_pixels", None):
+        codec.max_pixels = int(args.max_pixels)
     if not codec.trained:
         print(f"ditic {args.command}: warning: model {codec.name!r} is untrained; decoded images will not "
               "resemble the inputs", file=sys.stderr)  # fmt: skip

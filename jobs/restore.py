@@ -23,6 +23,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _decoding(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model to decode with (default: the archive's)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse payloads above N pixels (bounds decoding memory for an untrusted "
+                             "archive; default: the codec's limit, 2^28)")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser, command_name: str) -> None:
@@ -48,6 +51,7 @@ def _restore(args: argparse.Namespace) -> int:
         args.dest, args.out, model=args.model, device=args.device,
         storage_options=parse_storage_options(args.storage_options), address=args.address,
         batch_size=args.batch_size, num_actors=args.num_actors, progress=not args.no_progress,
+        max_pixels=args.max_pixels,
     )  # fmt: skip
     print(
         f"restored {result['written']} of {result['items']} items to {args.out} in {result['wall_s']:.1f} s"
@@ -60,7 +64,7 @@ def _restore(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     options = parse_storage_options(args.storage_options)
     result = extract_item(args.dest, args.key, args.output, model=args.model, device=args.device,
-                          storage_options=options)  # fmt: skip
+                          storage_options=options, max_pixels=args.max_pixels)  # fmt: skip
     print(
         f"{result['key']}: {result['width']}x{result['height']}, "
         f"{result['payload_bytes']} bytes -> {args.output}"

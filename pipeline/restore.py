@@ -157,8 +157,10 @@ def restore_archive(
     batch_size: int = 4,
     num_actors: int | None = None,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
-    """Decode every ok item of the archive ``dest`` to PNG files under ``out``."""
+    """Decode every ok item of the archive ``dest`` to PNG files under ``out``; a payload above
+    ``max_pixels`` becomes a failed item (default: the codec's limit)."""
     import ray
 
     from pipeline.stages import Decoder
@@ -185,7 +187,8 @@ def restore_archive(
         ds = ds.map_batches(read_payloads, fn_kwargs={"dest": dest, "storage_options": options},
                             batch_size=batch_size, num_cpus=0.5, concurrency=1)  # fmt: skip
         resources = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_cpus": 0.5}
-        ds = ds.map_batches(Decoder, fn_constructor_kwargs={"model": model, "device": device},
+        decoder = {"model": model, "device": device, "max_pixels": max_pixels}
+        ds = ds.map_batches(Decoder, fn_constructor_kwargs=decoder,
                             batch_size=batch_size, concurrency=num_actors or (int(gpus) if on_gpu else 1),
                             **resources)  # fmt: skip
         sink = ImageFolderSink(out, options)
@@ -202,7 +205,7 @@ def restore_archive(
 
 def extract_item(
     dest: str, key: str, output: str, model: str | None = None, device: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None, max_pixels: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fetch one item by a ranged read from its shard, decode it here, write a PNG to ``output``."""
     import torch
@@ -215,6 +218,8 @@ def extract_item(
     payload = read_payload(location, row)
     resolved = device or ("cuda" if torch.cuda.is_available() else "cpu")
     codec = load_codec(archive_model(location, model), device=resolved, dtype=torch.float32)
+    if max_pixels:
+        codec.max_pixels = int(max_pixels)
     image = codec.decode([payload])[0].convert("RGB")
     target = open_location(output, options)
     write_bytes_atomic(

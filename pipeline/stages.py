@@ -226,10 +226,12 @@ class Decoder:
 
     def __init__(
         self, model: str = "ditic-small", device: str | None = None, dtype: str = "float32",
-        cpu_threads: int | None = None,
+        cpu_threads: int | None = None, max_pixels: int | None = None,
     ) -> None:  # fmt: skip
         _set_threads(cpu_threads)
         self.codec, self.device = _load(model, device, dtype)
+        if max_pixels:  # payloads above it fail one by one, before any decoding
+            self.codec.max_pixels = int(max_pixels)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         payloads = [bytes(p) for p in batch["payload"]]

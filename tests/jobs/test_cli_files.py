@@ -122,3 +122,17 @@ def test_usage_errors(photos: list[Path], tmp_path: Path, capsys: pytest.Capture
     assert "no-such-model" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "missing.dtic")]) == 1
     assert "missing.dtic" in capsys.readouterr().err
+
+
+def test_decompress_max_pixels_bounds_untrusted_payloads(
+    compressed: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _, out = compressed
+    payload = sorted(p for p in out.glob("*.dtic") if p.stem != "grey")[0]
+    header = read_header(payload.read_bytes())
+    rec = tmp_path / "rec"
+    pixels = header.width * header.height
+    code = main(["decompress", str(payload), "-o", str(rec), "--max-pixels", str(pixels - 1), *MODEL])
+    assert code == 1 and not (rec / f"{payload.stem}.png").exists()
+    assert "exceeds the limit of" in capsys.readouterr().err
+    assert main(["decompress", str(payload), "-o", str(rec), "--max-pixels", str(pixels), *MODEL]) == 0

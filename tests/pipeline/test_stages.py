@@ -50,6 +50,14 @@ def test_encoder_refuses_an_unknown_quality() -> None:
         Encoder(model="ditic-test", quality=99)
 
 
+def test_decoder_refuses_payloads_above_its_pixel_limit(photos, codec) -> None:
+    small, large = sorted(photos[:2], key=lambda im: np.asarray(im).shape[0] * np.asarray(im).shape[1])
+    payloads = codec.encode([small, large], quality=1)
+    limit = np.asarray(small).shape[0] * np.asarray(small).shape[1]
+    out = Decoder(model="ditic-test", max_pixels=limit)({"key": np.array(["s", "l"]), "payload": payloads})
+    assert out["status"] == ["ok", "error"] and "exceeds the limit" in out["error"][1]
+
+
 def test_decoder_fails_only_the_corrupt_payload(photos, codec) -> None:
     payloads = codec.encode(photos[:2], quality=1)
     corrupt = bytearray(payloads[1])

@@ -4,7 +4,7 @@
   generated secret is in ``env.sh`` (mode 600) only, never on a command line or in a log.
 * a ``ditic compress-images`` job that starts its own local Ray: the secret is in no process's
   argv (the job's, Ray's, any worker's) and in none of the job's output or Ray's log files; and
-  (xfail, a bug reported in docs/RELIABILITY.md) that Ray listens on loopback only.
+  that Ray listens on loopback only (Ray's local-only mode, set by pipeline.job.connect_ray).
 """
 
 from __future__ import annotations
@@ -169,9 +169,6 @@ def test_a_job_keeps_the_secret_out_of_argv_and_logs(local_job) -> None:
     assert not _files_holding(local_job["ray_dir"], SECRET)
 
 
-@pytest.mark.xfail(strict=True, reason="RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is read when ray is imported; "
-                   "pipeline.job.connect_ray sets it after pipeline.sink imported ray, so the job's local "
-                   "Ray listens on every interface (docs/RELIABILITY.md)")  # fmt: skip
 def test_a_jobs_own_ray_listens_on_loopback_only(local_job) -> None:
     assert len(local_job["sockets"]) >= 3
     assert not _not_loopback(local_job["sockets"])
