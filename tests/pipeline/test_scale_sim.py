@@ -134,7 +134,7 @@ def clean_run(source, s3_store, tmp_path_factory) -> dict:
         actors = _encoder_actors(job.pid)
         alive |= set(actors)
         most = max(most, len(actors))
-        time.sleep(0.3)
+        time.sleep(0.5)
     return {"summary": _finished(job, log), "dest": dest, "keys": keys, "most": most, "pids": alive}
 
 
