@@ -2,8 +2,9 @@
 
 ``CompressOptions.simulate_gpus = 8`` makes the job's own local Ray declare 8 GPUs; each encoder
 actor asks ``num_gpus=1`` as on a GPU cluster but runs ditic-test on the CPU, and labels its rows
-``gpu = "sim-gpu:K"`` with the Ray GPU it holds. The jobs run as subprocesses (each starts and
-stops its own Ray, leaving the session's GPU-less Ray alone), from SeaweedFS to SeaweedFS.
+``gpu = "sim-gpu:K"`` with the Ray GPU it holds. Two jobs, a clean one and one that loses an actor
+to SIGKILL, run one after the other in a driver subprocess with its own Ray (the session's GPU-less
+Ray is left alone), from SeaweedFS to SeaweedFS.
 
 The photos are 320 px: the encoders, not the single read task, must be the slow stage, or Ray
 Data hands every block to the first actors that are up (least-busy dispatch, ties in a fixed
@@ -35,8 +36,10 @@ ITEMS = 48
 DRIVER = """
 import json, sys
 from pipeline.job import CompressOptions, compress_images
-summary = compress_images(CompressOptions(**json.loads(sys.argv[1])))
-print("SUMMARY " + json.dumps({k: summary[k] for k in ("items", "ok", "error")}))
+for i, options in enumerate(json.loads(sys.argv[1])):  # one Ray for all: the first job starts it
+    print(f"START {i}", flush=True)
+    summary = compress_images(CompressOptions(**options))
+    print(f"SUMMARY {i} " + json.dumps({k: summary[k] for k in ("items", "ok", "error")}), flush=True)
 """
 
 
@@ -59,10 +62,10 @@ def source(s3_store, shared_data, tmp_path_factory) -> tuple[str, list[str]]:
     return f"{bucket}/src", sorted(keys)
 
 
-def _start_job(src: str, dest: str, store, log: Path) -> subprocess.Popen:
-    options = {"source": src, "dest": dest, "model": "ditic-test", "batch_size": 2, "shard_size": 4,
-               "simulate_gpus": GPUS, "storage_options": store.storage_options,
-               "progress": False}  # fmt: skip
+def _start_driver(src: str, dests: list[str], store, log: Path) -> subprocess.Popen:
+    options = [{"source": src, "dest": dest, "model": "ditic-test", "batch_size": 2, "shard_size": 4,
+                "simulate_gpus": GPUS, "storage_options": store.storage_options, "progress": False}
+               for dest in dests]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(REPO)
     command = [sys.executable, "-c", DRIVER, json.dumps(options)]
@@ -99,15 +102,15 @@ def _wait(job: subprocess.Popen, log: Path, until, timeout_s: float = 300) -> No
         if until():
             return
         assert job.poll() is None, f"the job ended too early:\n{log.read_text()[-3000:]}"
-        time.sleep(0.3)
+        time.sleep(0.5)
     job.kill()
     raise AssertionError(f"timed out after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
-def _finished(job: subprocess.Popen, log: Path) -> dict:
+def _summaries(job: subprocess.Popen, log: Path) -> list[dict]:
     assert job.wait(timeout=300) == 0, log.read_text()[-3000:]
-    line = next(ln for ln in log.read_text().splitlines() if ln.startswith("SUMMARY "))
-    return json.loads(line.removeprefix("SUMMARY "))
+    lines = [ln.split(" ", 2)[2] for ln in log.read_text().splitlines() if ln.startswith("SUMMARY ")]
+    return [json.loads(line) for line in lines]
 
 
 def _exactly_once(dest: str, store, keys: list[str]) -> list[dict]:
@@ -121,57 +124,70 @@ def _exactly_once(dest: str, store, keys: list[str]) -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def clean_run(source, s3_store, tmp_path_factory) -> dict:
-    """One job on 8 simulated GPUs, watched: the most Encoder actors alive at once."""
-    src, keys = source
-    dest = f"{src.rsplit('/', 1)[0]}/archive-sim"
-    log = tmp_path_factory.mktemp("sim-clean") / "job.log"
-    job = _start_job(src, dest, s3_store, log)
-    alive: set[int] = set()
-    most = 0
-    while job.poll() is None:
+def _watch_clean_job(job: subprocess.Popen, log: Path) -> tuple[int, set[int]]:
+    """Until the second job starts: the most Encoder actors alive at once, and all their pids."""
+    most, seen = 0, set()
+    while "START 1" not in log.read_text():
+        assert job.poll() is None, f"the driver ended early:\n{log.read_text()[-3000:]}"
         actors = _encoder_actors(job.pid)
-        alive |= set(actors)
+        seen |= set(actors)
         most = max(most, len(actors))
         time.sleep(0.5)
-    return {"summary": _finished(job, log), "dest": dest, "keys": keys, "most": most, "pids": alive}
+    return most, seen
 
 
-def test_eight_simulated_gpus_commit_every_input_once(clean_run, s3_store) -> None:
-    summary = clean_run["summary"]
-    assert summary["items"] == summary["ok"] == ITEMS and summary["error"] == 0
-    rows = _exactly_once(clean_run["dest"], s3_store, clean_run["keys"])
-    assert {r["attempt"] for r in rows} == {1}
-
-
-def test_ray_ran_eight_encoder_actors_and_each_got_work(clean_run, s3_store) -> None:
-    assert clean_run["most"] == GPUS and len(clean_run["pids"]) == GPUS  # one actor per GPU, none restarted
-    rows = read_manifests(open_location(clean_run["dest"], s3_store.storage_options)).to_pylist()
-    per_gpu = Counter(r["gpu"] for r in rows)
-    assert sorted(per_gpu) == [f"sim-gpu:{i}" for i in range(GPUS)], per_gpu  # every GPU id, once each
-    assert min(per_gpu.values()) >= 1 and sum(per_gpu.values()) == ITEMS
-    shards = ArchiveLayout(open_location(clean_run["dest"], s3_store.storage_options)).manifest_paths()
-    assert len(shards) >= ITEMS // 4
-
-
-def test_sigkill_of_one_of_eight_actors_mid_job_loses_nothing(source, s3_store, tmp_path) -> None:
-    src, keys = source
-    dest = f"{src.rsplit('/', 1)[0]}/archive-sim-kill"
-    log = tmp_path / "job.log"
-    job = _start_job(src, dest, s3_store, log)
-    location = open_location(dest, s3_store.storage_options)
-    _wait(job, log, lambda: len(_encoder_actors(job.pid)) == GPUS)
+def _kill_one_actor(job: subprocess.Popen, log: Path, dest: str, store, old: set[int]) -> dict:
+    """Once the second job's 8 actors are up and a shard is committed, SIGKILL the busiest actor."""
+    location = open_location(dest, store.storage_options)
+    fresh = lambda: {p: c for p, c in _encoder_actors(job.pid).items() if p not in old}
+    _wait(job, log, lambda: len(fresh()) == GPUS)
     _wait(job, log, lambda: len(ArchiveLayout(location).manifest_paths()) >= 1)
-    actors = _encoder_actors(job.pid)
-    assert len(actors) == GPUS
+    actors = fresh()
     busiest = max(actors, key=actors.get)  # the most CPU time: the likeliest to hold a batch
     os.kill(busiest, signal.SIGKILL)
     committed = len(ArchiveLayout(location).manifest_paths())
-    summary = _finished(job, log)
-    assert committed < ITEMS // 4, "every shard was committed before the kill"
-    assert summary["items"] == summary["ok"] == ITEMS
-    _exactly_once(dest, s3_store, keys)
+    return {"actors": len(actors), "killed": busiest, "committed": committed}
+
+
+@pytest.fixture(scope="module")
+def runs(source, s3_store, tmp_path_factory) -> dict:
+    """Two jobs on one Ray with 8 simulated GPUs: a clean one, watched, then one losing an actor."""
+    src, keys = source
+    dests = [f"{src.rsplit('/', 1)[0]}/archive-sim", f"{src.rsplit('/', 1)[0]}/archive-sim-kill"]
+    log = tmp_path_factory.mktemp("sim") / "driver.log"
+    job = _start_driver(src, dests, s3_store, log)
+    try:
+        most, pids = _watch_clean_job(job, log)
+        kill = _kill_one_actor(job, log, dests[1], s3_store, pids)
+        summaries = _summaries(job, log)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    return {"keys": keys, "dests": dests, "summaries": summaries, "most": most, "pids": pids, "kill": kill}
+
+
+def test_eight_simulated_gpus_commit_every_input_once(runs, s3_store) -> None:
+    summary = runs["summaries"][0]
+    assert summary["items"] == summary["ok"] == ITEMS and summary["error"] == 0
+    rows = _exactly_once(runs["dests"][0], s3_store, runs["keys"])
+    assert {r["attempt"] for r in rows} == {1}
+
+
+def test_ray_ran_eight_encoder_actors_and_each_got_work(runs, s3_store) -> None:
+    assert runs["most"] == GPUS and len(runs["pids"]) == GPUS  # one actor per GPU, none restarted
+    location = open_location(runs["dests"][0], s3_store.storage_options)
+    per_gpu = Counter(r["gpu"] for r in read_manifests(location).to_pylist())
+    assert sorted(per_gpu) == [f"sim-gpu:{i}" for i in range(GPUS)], per_gpu  # every GPU id has rows
+    assert sum(per_gpu.values()) == ITEMS
+    assert len(ArchiveLayout(location).manifest_paths()) >= ITEMS // 4
+
+
+def test_sigkill_of_one_of_eight_actors_mid_job_loses_nothing(runs, s3_store) -> None:
+    kill = runs["kill"]
+    assert kill["actors"] == GPUS and kill["committed"] < ITEMS // 4, kill  # killed mid-job
+    summary = runs["summaries"][1]
+    assert summary["items"] == summary["ok"] == ITEMS and summary["error"] == 0
+    _exactly_once(runs["dests"][1], s3_store, runs["keys"])
 
 
 def test_simulated_placement_asks_one_gpu_and_a_cpu_fraction_per_actor() -> None:
