@@ -215,8 +215,11 @@ def _start_run(location: Location, options: CompressOptions) -> tuple[dict[str, 
     return record, attempt
 
 
-def _pending(options: CompressOptions, location: Location | None) -> tuple[pa.Table, int]:
-    work = list_sources(options.source, options.storage_options, options.extensions)
+def _pending(
+    options: CompressOptions, location: Location | None, work: pa.Table | None = None
+) -> tuple[pa.Table, int]:
+    if work is None:
+        work = list_sources(options.source, options.storage_options, options.extensions)
     if location is None:
         return work, 0
     done = committed_keys(location)
@@ -235,10 +238,13 @@ def compress_images(options: CompressOptions) -> dict[str, Any]:
 
     started = time.time()
     location = open_location(options.dest, options.storage_options)
+    # listed first: a refused source (a missing prefix, a work list whose keys escape) leaves the
+    # archive as it was, with no run recorded as started
+    listed = list_sources(options.source, options.storage_options, options.extensions)
     if options.overwrite:
         clear_archive(location)
     record, attempt = _start_run(location, options)
-    work, skipped = _pending(options, location)
+    work, skipped = _pending(options, location, listed)
     if work.num_rows:
         connect_ray(options.address, options.simulate_gpus)
         ray.data.DataContext.get_current().enable_progress_bars = options.progress

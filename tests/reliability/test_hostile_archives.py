@@ -60,6 +60,7 @@ def test_compress_images_refuses_a_work_list_key_that_escapes(
                  "--address", ray_cluster, "--no-progress"])  # fmt: skip
     assert code == 1 and "unsafe key" in capsys.readouterr().err
     assert not (tmp_path / "dest" / "manifests").exists() and not (tmp_path / "dest" / "shards").exists()
+    assert not (tmp_path / "dest" / "job.json").exists()  # no run recorded as started
 
 
 def _tampered(archive: dict, folder: Path, edit) -> Path:
