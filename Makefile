@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/ditic verify out/demo-archive
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: setup
 	$(BIN)/ruff check codec pipeline jobs tests tools
