@@ -27,3 +27,22 @@ def write_small_photos(folder: Path, count: int = 3, side: int = 128) -> Path:
             im.thumbnail((side, side))
             im.save(folder / f"{src.stem}.png")
     return folder
+
+
+def committed_exactly_once(dest: str, storage_options: dict, keys: list[str]) -> tuple[list[dict], object]:
+    """The archive's manifest rows, asserting every key in ``keys`` is there once, ok, and that
+    ``verify`` passes; returns (rows, the verify report) for further checks."""
+    from collections import Counter
+
+    from pipeline.archive import verify_archive
+    from pipeline.manifest import read_manifests
+    from pipeline.storage import open_location
+
+    location = open_location(dest, storage_options)
+    rows = read_manifests(location).to_pylist()
+    counts = Counter(r["key"] for r in rows)
+    assert sorted(counts) == keys and set(counts.values()) == {1}, counts
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows if r["status"] != "ok"]
+    report = verify_archive(location)
+    assert report.passed, report.problems
+    return rows, report

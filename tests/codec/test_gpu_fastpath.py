@@ -5,12 +5,12 @@ on the GPU machine (``python -m pytest tests/codec/test_gpu_fastpath.py``); skip
 import numpy as np
 import pytest
 import torch
+from helpers import example_photo_paths
 
 from codec import bitstream
 from codec.api import load_codec
 from codec.metrics import psnr
 from codec.model import PAD_MULTIPLE
-from tests.helpers import example_photo_paths
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

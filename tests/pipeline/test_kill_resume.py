@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import committed_exactly_once
 from PIL import Image
 
-from pipeline.archive import verify_archive
-from pipeline.manifest import ArchiveLayout, read_manifests
+from pipeline.manifest import ArchiveLayout
 from pipeline.storage import open_location
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,13 +77,7 @@ def _wait_for_commit(process: subprocess.Popen, dest: str, store, log: Path, tim
 
 
 def _check_exactly_once(dest: str, store, keys: list[str]) -> list[dict]:
-    location = open_location(dest, store.storage_options)
-    rows = read_manifests(location).to_pylist()
-    counts = Counter(r["key"] for r in rows)
-    assert sorted(counts) == keys and set(counts.values()) == {1}, counts
-    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows if r["status"] != "ok"]
-    report = verify_archive(location)
-    assert report.passed, report.problems
+    rows, report = committed_exactly_once(dest, store.storage_options, keys)
     assert not report.warnings  # the rerun cleaned the killed run's orphans
     return rows
 

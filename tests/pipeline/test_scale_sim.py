@@ -23,9 +23,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import committed_exactly_once
 from PIL import Image
 
-from pipeline.archive import verify_archive
 from pipeline.job import CompressOptions, encoder_placement
 from pipeline.manifest import ArchiveLayout, read_manifests
 from pipeline.storage import open_location
@@ -114,14 +114,7 @@ def _summaries(job: subprocess.Popen, log: Path) -> list[dict]:
 
 
 def _exactly_once(dest: str, store, keys: list[str]) -> list[dict]:
-    location = open_location(dest, store.storage_options)
-    rows = read_manifests(location).to_pylist()
-    counts = Counter(r["key"] for r in rows)
-    assert sorted(counts) == keys and set(counts.values()) == {1}, counts
-    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows if r["status"] != "ok"]
-    report = verify_archive(location)
-    assert report.passed, report.problems
-    return rows
+    return committed_exactly_once(dest, store.storage_options, keys)[0]
 
 
 def _watch_clean_job(job: subprocess.Popen, log: Path) -> tuple[int, set[int]]:
