@@ -46,3 +46,23 @@ def committed_exactly_once(dest: str, storage_options: dict, keys: list[str]) ->
     report = verify_archive(location)
     assert report.passed, report.problems
     return rows, report
+
+
+def write_crops(
+    folder: Path, photos: list[Path], count: int, side: tuple[int, int, int] = (96, 8, 64), quality: int = 90
+) -> list[str]:
+    """``count`` square crops of real photos as JPEGs under ``folder`` (keys ``set<k>/crop_<i>.jpg``);
+    crop ``i`` is ``side[0] + (i * side[1]) % side[2]`` px. Returns the keys, sorted."""
+    from PIL import Image
+
+    keys = []
+    for i in range(count):
+        with Image.open(photos[i % len(photos)]) as im:
+            image = im.convert("RGB")
+        edge = side[0] + (i * side[1]) % side[2]
+        left, top = (i * 37) % max(1, image.width - edge), (i * 53) % max(1, image.height - edge)
+        key = f"set{i % 3}/crop_{i:02d}.jpg"
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        image.crop((left, top, left + edge, top + edge)).save(folder / key, quality=quality)
+        keys.append(key)
+    return sorted(keys)

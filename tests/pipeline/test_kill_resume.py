@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import committed_exactly_once
-from PIL import Image
+from helpers import committed_exactly_once, write_crops
 
 from pipeline.manifest import ArchiveLayout
 from pipeline.storage import open_location
@@ -32,15 +31,7 @@ def source(s3_store, example_photos, shared_data, tmp_path_factory) -> tuple[str
     """ITEMS crops of real photos (dev set and examples), 160–256 px, uploaded to S3."""
     local = tmp_path_factory.mktemp("kill-src")
     photos = sorted((shared_data / "dev").iterdir()) + [p for p in example_photos if p.suffix == ".jpg"]
-    keys = []
-    for i in range(ITEMS):
-        image = Image.open(photos[i % len(photos)]).convert("RGB")
-        side = 160 + (i * 16) % 112
-        left, top = (i * 37) % max(1, image.width - side), (i * 53) % max(1, image.height - side)
-        key = f"set{i % 3}/crop_{i:02d}.jpg"
-        (local / key).parent.mkdir(parents=True, exist_ok=True)
-        image.crop((left, top, left + side, top + side)).save(local / key, quality=92)
-        keys.append(key)
+    keys = write_crops(local, photos, ITEMS, side=(160, 16, 112), quality=92)
     bucket = s3_store.bucket()
     for key in keys:
         s3_store.upload(local / key, f"{bucket}/src/{key}")

@@ -16,8 +16,6 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-from PIL import Image
-
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
@@ -41,21 +39,6 @@ corpus = _load("_reliability_corpus", TESTS / "pipeline" / "corpus.py")
 def endpoint(url: str) -> SimpleNamespace:
     """A store-like object for the kill/resume helpers: only ``storage_options`` is read."""
     return SimpleNamespace(storage_options={"endpoint_url": url})
-
-
-def write_crops(folder: Path, photos: list[Path], count: int) -> list[str]:
-    """``count`` crops (96-152 px) of real photos as JPEGs under ``folder``; returns their keys."""
-    keys = []
-    for i in range(count):
-        with Image.open(photos[i % len(photos)]) as im:
-            image = im.convert("RGB")
-        side = 96 + (i * 8) % 64
-        left, top = (i * 37) % max(1, image.width - side), (i * 53) % max(1, image.height - side)
-        key = f"set{i % 3}/crop_{i:02d}.jpg"
-        (folder / key).parent.mkdir(parents=True, exist_ok=True)
-        image.crop((left, top, left + side, top + side)).save(folder / key, quality=90)
-        keys.append(key)
-    return sorted(keys)
 
 
 def run_job(command: list[str], log: Path, timeout_s: float = 300) -> subprocess.CompletedProcess:

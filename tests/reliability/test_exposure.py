@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 from fixtures_stack import TEST_CREDENTIALS
-from reliability_helpers import REPO, write_crops
+from helpers import write_crops
+from reliability_helpers import REPO
 
 pytestmark = pytest.mark.slow
 SECRET = TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import write_crops
 from hostile import hostile_images
-from reliability_helpers import write_crops
 
 from jobs.cli import main
 from pipeline.manifest import MANIFEST_SCHEMA

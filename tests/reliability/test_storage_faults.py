@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from faultproxy import Fault, FaultProxy
 from fixtures_stack import WEED_PORTS, ObjectStore, _start_weed, _wait_ready, free_ports, set_test_credentials
-from reliability_helpers import endpoint, kill, run_job, wait_until, write_crops
+from helpers import write_crops
+from reliability_helpers import endpoint, kill, run_job, wait_until
 
 from jobs.cli import main
 from pipeline.job import CompressOptions, compress_images
