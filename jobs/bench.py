@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DC-AE (codec mode)")
     parser.add_argument("--tiled", action="store_true", help="decode the DC-AE in tiles at every size")
+    parser.add_argument("--gpus-per-actor", type=float, default=1.0,
+                        help="pipeline mode: GPUs per encoder actor (0.5: two actors share a GPU, one's CPU "
+                        "entropy coding overlapping the other's GPU work)")  # fmt: skip
     parser.add_argument("--actor-threads", type=int, default=None,
                         help="pipeline mode: torch threads per GPU actor (default: Ray's, one)")  # fmt: skip
     parser.add_argument("--simulate-gpus", type=int, default=0, metavar="N",
@@ -241,41 +244,60 @@ def _write_photo_set(paths: list[Path], width: int, height: int, n: int, folder:
         crop.save(folder / f"img{i:06d}.jpg", quality=92)
 
 
-def bench_pipeline(args: argparse.Namespace, device: str) -> list[dict]:
-    """The compress pipeline into a discarding sink, beside the codec alone at the same batch size on
-    the same device (measured first, in this process): end-to-end / codec-only images/s."""
-    import tempfile
-
+def _codec_only_ms(args: argparse.Namespace, device: str, size: tuple[int, int], batch: int) -> list[float]:
+    """Batch times (ms) of ``Codec.encode_items`` alone, in this process, after the warm-up."""
     import torch
 
     from codec.api import load_codec
+
+    dtype_name = args.dtypes.split(",")[0].strip()
+    codec = load_codec(
+        args.model, device=device, dtype=getattr(torch, DTYPES[dtype_name]), allow_untrained=True
+    )
+    images = _photos(_photo_paths(args.images), size[0], size[1], batch)
+    quality = args.quality or max(codec.qualities)
+    _, times = _timed(_Clock(device), codec.encode_items, (images, quality), args.warmup, args.repeats)
+    del codec
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the pipeline's actors get the card to themselves
+    return times
+
+
+def bench_pipeline(args: argparse.Namespace, device: str) -> list[dict]:
+    """The compress pipeline into a discarding sink, beside the codec alone at the same batch size on
+    the same device: end-to-end / codec-only images/s.
+
+    The codec-only rate is measured in this process twice, before and after the pipeline run (the
+    card's clocks and the host's load drift over a minute), and the reference is the median over both
+    sets of timed batches; the two halves are reported too."""
+    import tempfile
+
     from pipeline.job import CompressOptions, measure_throughput
 
     rows = []
     for width, height in _parse_sizes(args.sizes):
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             dtype_name = args.dtypes.split(",")[0].strip()
-            codec = load_codec(args.model, device=device, dtype=getattr(torch, DTYPES[dtype_name]),
-                               allow_untrained=True)  # fmt: skip
-            images = _photos(_photo_paths(args.images), width, height, batch)
-            quality = args.quality or max(codec.qualities)
-            _, times = _timed(
-                _Clock(device), codec.encode_items, (images, quality), args.warmup, args.repeats
-            )
-            codec_only = 1e3 * batch / _pct(times, 50)
-            del codec
+            before = _codec_only_ms(args, device, (width, height), batch)
             with tempfile.TemporaryDirectory() as tmp:
                 _write_photo_set(_photo_paths(args.images), width, height, args.items, Path(tmp))
                 options = CompressOptions(
                     source=tmp, model=args.model, quality=args.quality, batch_size=batch,
-                    num_actors=args.num_actors, actor_threads=args.actor_threads, device=device,
+                    num_actors=args.num_actors, gpus_per_actor=args.gpus_per_actor,
+                    actor_threads=args.actor_threads, device=device,
                     dtype=DTYPES[dtype_name], progress=False, simulate_gpus=args.simulate_gpus,
                 )  # fmt: skip
                 result = measure_throughput(options)
+            after = _codec_only_ms(args, device, (width, height), batch)
+            codec_only = 1e3 * batch / _pct(before + after, 50)
             stats = result.pop("ray_stats", "")
+            share = args.gpus_per_actor if device.startswith("cuda") or args.simulate_gpus else 0.0
             print(f"Ray Data stages ({width}x{height}, batch {batch}):\n{stats}", flush=True)
             row = dict(result, model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
+                       gpus_per_actor=share,
                        codec_only_images_s=codec_only,
+                       codec_only_before_images_s=1e3 * batch / _pct(before, 50),
+                       codec_only_after_images_s=1e3 * batch / _pct(after, 50),
                        end_to_end_over_codec_only=result["end_to_end_images_per_s"] / codec_only,
                        steady_over_codec_only=result["steady_images_per_s"] / codec_only)  # fmt: skip
             print(json.dumps(row), flush=True)
@@ -379,16 +401,23 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _actors(row: dict) -> str:
+    share = row.get("gpus_per_actor", 1.0)
+    return f"{row['actors']} × {share:g} GPU" if share else f"{row['actors']} (CPU)"
+
+
 def _pipeline_table(rows: list[dict]) -> str:
     head = (
-        "| model | dtype | size | batch | actors | items | wall s (start-up included) | end-to-end img/s "
+        "| model | dtype | size | batch | actors × GPUs each | items | wall s (start-up included) "
+        "| end-to-end img/s "
         "| steady-state img/s | codec in pipeline img/s | codec-only img/s | end-to-end / codec-only "
         "| steady / codec-only |\n|" + " --- |" * 13
     )
     lines = [head]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['dtype']} | {r['width']}x{r['height']} | {r['batch']} | {r['actors']} "
+            f"| {r['model']} | {r['dtype']} | {r['width']}x{r['height']} | {r['batch']} "
+            f"| {_actors(r)} "
             f"| {r['items']} | {r['wall_s']:.1f} | {r['end_to_end_images_per_s']:.1f} "
             f"| {r['steady_images_per_s']:.1f} | {r['codec_images_per_s']:.1f} "
             f"| {r['codec_only_images_s']:.1f} "
