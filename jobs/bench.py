@@ -263,7 +263,8 @@ def _codec_only_ms(args: argparse.Namespace, device: str, size: tuple[int, int],
     codec = load_codec(
         args.model, device=device, dtype=getattr(torch, DTYPES[dtype_name]), allow_untrained=True
     )
-    images = _photos(_photo_paths(args.images), size[0], size[1], batch)
+    # uint8 arrays, as the pipeline's actors get them from the read stage
+    images = [np.asarray(im) for im in _photos(_photo_paths(args.images), size[0], size[1], batch)]
     quality = args.quality or max(codec.qualities)
     _, times = _timed(_Clock(device), codec.encode_items, (images, quality), args.warmup, args.repeats)
     del codec
@@ -295,6 +296,7 @@ def bench_pipeline(args: argparse.Namespace, device: str) -> list[dict]:
                     num_actors=args.num_actors, gpus_per_actor=args.gpus_per_actor,
                     actor_threads=args.actor_threads, device=device,
                     dtype=DTYPES[dtype_name], progress=False, simulate_gpus=args.simulate_gpus,
+                    allow_untrained=True,  # as the codec-only reference (ditic-official: random weights)
                 )  # fmt: skip
                 result = measure_throughput(options)
             after = _codec_only_ms(args, device, (width, height), batch)

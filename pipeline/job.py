@@ -64,6 +64,7 @@ class CompressOptions:
     progress: bool = True
     actor_threads: int | None = None  # torch CPU threads of a GPU actor (None: Ray's default, one)
     simulate_gpus: int = 0  # N > 0: schedule as on N GPUs, run the codec on the CPU (a simulation)
+    allow_untrained: bool = False  # benchmarks only: a model without weights runs on seeded random ones
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def _plan(options: CompressOptions, work: pa.Table) -> Any:
             "dtype": options.dtype,
             "metrics": options.metrics,
             "cpu_threads": placement.threads,
+            "allow_untrained": options.allow_untrained,
         },  # fmt: skip
         batch_size=options.batch_size,
         concurrency=placement.actors,

@@ -39,7 +39,7 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
-def _load(model: str, device: str | None, dtype: str) -> tuple[Any, str]:
+def _load(model: str, device: str | None, dtype: str, allow_untrained: bool = False) -> tuple[Any, str]:
     import torch
 
     from codec.api import load_codec
@@ -48,7 +48,7 @@ def _load(model: str, device: str | None, dtype: str) -> tuple[Any, str]:
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return load_codec(model, device=resolved, dtype=torch_dtype), resolved
+    return load_codec(model, device=resolved, dtype=torch_dtype, allow_untrained=allow_untrained), resolved
 
 
 def _set_threads(threads: int | None) -> None:
@@ -125,9 +125,10 @@ class Encoder:
         dtype: str = "float32",
         metrics: bool = False,
         cpu_threads: int | None = None,
+        allow_untrained: bool = False,
     ) -> None:
         _set_threads(cpu_threads)
-        self.codec, self.device = _load(model, device, dtype)
+        self.codec, self.device = _load(model, device, dtype, allow_untrained)
         qualities = list(self.codec.qualities)
         self.quality = max(qualities) if quality is None else int(quality)
         if self.quality not in qualities:
