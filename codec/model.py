@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -175,23 +176,35 @@ class LatentCodec(nn.Module):
         return out
 
     # --- coding --------------------------------------------------------------------------------
+    def _positions(self, k: int, mask: Tensor) -> _Positions:
+        cache = self.__dict__.setdefault("_step_positions", {})
+        key = (k, tuple(mask.shape))
+        if key not in cache:
+            if len(cache) >= 32:  # a few image sizes at a time; masks are cheap to recompute
+                cache.clear()
+            cache[key] = _Positions(mask)
+        return cache[key]
+
     @torch.no_grad()
     def compress(self, latent: Tensor, aux: Tensor, quality: int) -> tuple[list[list[bytes]], Tensor]:
         """Per image [z string, y string], and y_hat (float64) exactly as the decoder will rebuild it.
 
         ``coding_seconds`` afterwards holds the time spent in the entropy coder."""
+        from codec.entropy import GaussianStreamEncoder
+
         self.coding_seconds = 0.0
         y, z = self.analysis(latent, aux, quality)
         z_cpu = z.float().cpu()  # numpy has no bfloat16; the copy waits for the GPU, outside the coder's time
         z_strings = self._timed(self.entropy_bottleneck.compress, z_cpu)
         z_hat = self._timed(self.entropy_bottleneck.decompress, z_strings, z.shape[-2:])
-        y64 = y.to(torch.float64).cpu()
+        y64 = y.to(torch.float64)
         coders = [self.gaussian_conditional.stream_encoder() for _ in range(y.shape[0])]
 
         def encode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
-            means, scales = means.cpu(), scales.cpu()  # one transfer per step; the coder runs on the CPU
-            code = lambda c, b, m: self._timed(c.encode, y64[b][m], scales[b][m], means[b][m])
-            return _per_image(mask, coders, code).to(mask.device)
+            positions = self._positions(k, mask)
+            y_k, scales_k, means_k = positions.gather(y64, scales, means)  # one transfer per step
+            y_hat_k = self._timed(GaussianStreamEncoder.encode_batch, coders, y_k, scales_k, means_k)
+            return positions.scatter(y_hat_k, means)
 
         z_hat = z_hat.to(y.device, torch.float64)
         y_hat, _ = self.entropy_path64().run(z_hat, y.shape[-2:], encode)
@@ -208,6 +221,8 @@ class LatentCodec(nn.Module):
         dtype: torch.dtype,
     ) -> dict[str, Tensor]:
         """The heads (mean, scale, res, prompt) and y_hat (float64) from per-image [z, y] strings."""
+        from codec.entropy import GaussianStreamDecoder
+
         self.coding_seconds = 0.0
         h, w = y_size
         z_size = (-(-h // 4), -(-w // 4))
@@ -215,9 +230,10 @@ class LatentCodec(nn.Module):
         coders = [self.gaussian_conditional.stream_decoder(s[1]) for s in strings]
 
         def decode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
-            means, scales = means.cpu(), scales.cpu()  # one transfer per step; the coder runs on the CPU
-            code = lambda c, b, m: self._timed(c.decode, scales[b][m], means[b][m])
-            return _per_image(mask, coders, code).to(mask.device)
+            positions = self._positions(k, mask)
+            scales_k, means_k = positions.gather(scales, means)  # one transfer per step
+            y_hat_k = self._timed(GaussianStreamDecoder.decode_batch, coders, scales_k, means_k)
+            return positions.scatter(y_hat_k, means)
 
         y_hat, y_scales = self.entropy_path64().run(z_hat.to(device, torch.float64), (h, w), decode)
         for coder in coders:
@@ -227,14 +243,40 @@ class LatentCodec(nn.Module):
         return out
 
 
-def _per_image(mask: Tensor, coders: list, code) -> Tensor:
-    """Run ``code(coder, b, boolean_mask)`` per image; scatter each result into a zero (B, C, h, w)."""
-    m = mask[0].bool().cpu()
-    rows = [code(c, b, m) for b, c in enumerate(coders)]
-    out = torch.zeros((len(coders), *m.shape), dtype=rows[0].dtype, device=rows[0].device)
-    for b, row in enumerate(rows):
-        out[b][m] = row.to(out.device)
-    return out
+class _Positions:
+    """The elements of y (flattened per image) that one context step codes, from its (1, C, h, w) mask.
+
+    Moves a step's tensors to the CPU coder and back: on a GPU the step's quarter of each tensor is
+    picked there and copied in one transfer; on the CPU numpy indexes the tensors' memory directly
+    (torch's thread pool costs more than this work on a loaded CPU)."""
+
+    def __init__(self, mask: Tensor):
+        self.host = np.flatnonzero(mask[0].reshape(-1).cpu().numpy())
+        self.numel = mask[0].numel()
+        self._on_device: dict[torch.device, Tensor] = {}
+
+    def _index(self, device: torch.device) -> Tensor:
+        if device not in self._on_device:
+            self._on_device[device] = torch.from_numpy(self.host).to(device)
+        return self._on_device[device]
+
+    def gather(self, *tensors: Tensor) -> list[np.ndarray]:
+        """Each (B, C, h, w) tensor's coded elements as float64 numpy (B, n)."""
+        flat = [t.reshape(t.shape[0], -1).to(torch.float64) for t in tensors]
+        if flat[0].device.type == "cpu":
+            return [f.numpy()[:, self.host] for f in flat]
+        picked = torch.stack(flat).index_select(2, self._index(flat[0].device))
+        return list(picked.cpu().numpy())
+
+    def scatter(self, values: np.ndarray, like: Tensor) -> Tensor:
+        """(B, n) values at the coded elements of a float64 zero tensor shaped and placed like ``like``."""
+        if like.device.type == "cpu":
+            out = np.zeros((like.shape[0], self.numel))
+            out[:, self.host] = values
+            return torch.from_numpy(out).view(like.shape)
+        out = torch.zeros((like.shape[0], self.numel), dtype=torch.float64, device=like.device)
+        out.index_copy_(1, self._index(like.device), torch.from_numpy(values).to(like.device))
+        return out.view(like.shape)
 
 
 class DiTIC(nn.Module):
