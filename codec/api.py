@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from codec import bitstream, image
+from codec import autoencoder, bitstream, image
 from codec.config import CONFIGS, CodecConfig, get_config
 from codec.errors import CheckpointError, FormatError, ModelMismatchError
 from codec.graphs import GraphCache
@@ -88,6 +88,8 @@ def load_codec(
     *,
     allow_untrained: bool = False,
     compile: bool = False,
+    decode_memory_gib: float | None = None,
+    decode_bytes_per_pixel: float | None = None,
 ) -> Codec:
     """A ``Codec`` for a named config (``ditic-small``, ``ditic-test``, ``ditic-official``) or a checkpoint.
 
@@ -96,12 +98,15 @@ def load_codec(
     at ``codec/weights/ditic-official.safetensors`` (``ditic convert-official``) unless
     ``allow_untrained`` (random weights, for benchmarks). ``compile`` runs the DC-AE encoder and decoder
     through ``torch.compile`` (fused kernels; the first image of each size compiles for ~30 s, so it
-    pays for long runs of one size, such as video frames or a benchmark).
+    pays for long runs of one size, such as video frames or a benchmark). ``decode_memory_gib`` and
+    ``decode_bytes_per_pixel``: the DC-AE decode's memory budget and its calibration (see ``Codec``).
     """
     name = str(name_or_path)
     embedded = EMBEDDED_WEIGHTS / f"{name}.safetensors"
+    options = {"compile": compile, "decode_memory_gib": decode_memory_gib,
+               "decode_bytes_per_pixel": decode_bytes_per_pixel}  # fmt: skip
     if name in CONFIGS and name != "ditic-test" and embedded.is_file():
-        return _from_checkpoint(embedded, device, dtype, compile)
+        return _from_checkpoint(embedded, device, dtype, **options)
     if name in CONFIGS:
         if name == "ditic-official" and not allow_untrained:
             raise CheckpointError(
@@ -113,19 +118,18 @@ def load_codec(
         model_id = weights_hash(canonical_state_dict(model))[:MODEL_ID_CHARS]
         if name != "ditic-test":
             _warn_untrained(name)
-        return Codec(model, name, model_id, trained=False, device=device, dtype=dtype, compile=compile)
+        return Codec(model, name, model_id, trained=False, device=device, dtype=dtype, **options)
     path = Path(name)
     if not path.is_file():
         raise CheckpointError(f"{name!r} is neither a known config ({sorted(CONFIGS)}) nor a checkpoint file")
-    return _from_checkpoint(path, device, dtype, compile)
+    return _from_checkpoint(path, device, dtype, **options)
 
 
-def _from_checkpoint(path: Path, device: str | torch.device, dtype: torch.dtype, compile: bool) -> Codec:
+def _from_checkpoint(path: Path, device: str | torch.device, dtype: torch.dtype, **options) -> Codec:  # noqa: ANN003
     model, info = load_checkpoint(path)
     model.update()
     return Codec(
-        model, info.config.name, info.model_id, trained=info.trained, device=device, dtype=dtype,
-        compile=compile,
+        model, info.config.name, info.model_id, trained=info.trained, device=device, dtype=dtype, **options
     )  # fmt: skip
 
 
@@ -161,13 +165,20 @@ class Codec:
         max_pixels: int = bitstream.DEFAULT_MAX_PIXELS,
         cuda_graphs: bool = True,
         compile: bool = False,
+        decode_memory_gib: float | None = None,
+        decode_bytes_per_pixel: float | None = None,
     ):
         _cast(model, dtype)
         self.model = model.to(device).eval()
         self.name, self.model_id, self.trained = name, model_id, trained
         self.device, self.dtype = torch.device(device), dtype
         self.batch_pixels, self.max_pixels = batch_pixels, max_pixels
-        self.tiled_decode: bool | None = None  # DC-AE in tiles; None: above 2048 px (codec.autoencoder)
+        # DC-AE decode (codec.autoencoder): None tiles only what does not fit the budget, True always
+        # follows the tile plan, False never tiles. The budget in GiB (None: 4 on CUDA, none elsewhere;
+        # math.inf: none) covers the decoder's activations and output, not the resident weights.
+        self.tiled_decode: bool | None = None
+        self.decode_memory_gib = decode_memory_gib
+        self.decode_bytes_per_pixel = decode_bytes_per_pixel  # a measured value calibrates the estimate
         # the decoder's DiT step replays a CUDA graph per shape on a GPU (codec.graphs); eager elsewhere
         self._dit_step = GraphCache(self._synthesize, name="DiT step")
         self._dit_step.enabled = self._dit_step.enabled and self.device.type == "cuda" and cuda_graphs
@@ -293,7 +304,7 @@ class Codec:
         start = time.perf_counter()
         heads = self.model.decompress_heads([s for _, s, _ in batch], latent_shape, first.quality)
         latent_hat = self._dit_step(heads["mean"], heads["scale"], heads["res"], heads["prompt"])
-        pixels = image.to_uint8(self.model.decode_pixels(latent_hat, self.tiled_decode))
+        pixels = image.to_uint8(self.decode_pixels(latent_hat))
         total_ms = (time.perf_counter() - start) * 1e3
         entropy_ms = self.model.codec.coding_seconds * 1e3
         out = []
@@ -303,3 +314,22 @@ class Codec:
             )
             out.append(DecodedItem(restored, (total_ms - entropy_ms) / len(batch), entropy_ms / len(batch)))
         return out
+
+    # --- DC-AE decode within the memory budget ---------------------------------------------------
+    def _decode_options(self) -> dict:
+        budget = None if self.decode_memory_gib is None else self.decode_memory_gib * autoencoder.GIB
+        return {"budget_bytes": budget, "bytes_per_pixel": self.decode_bytes_per_pixel}
+
+    def decode_plan(self, width: int, height: int, batch: int = 1) -> autoencoder.TilePlan:
+        """How ``batch`` images of this size (padded to the y grid) would go through the DC-AE decoder."""
+        h, w = _coded(height) // autoencoder.DOWNSCALE, _coded(width) // autoencoder.DOWNSCALE
+        shape = torch.Size((batch, self.config.vae.latent_channels, h, w))
+        latent = (shape, self.dtype, self.device)
+        return autoencoder.plan_for(self.model.vae, latent, self.tiled_decode, **self._decode_options())
+
+    @torch.no_grad()
+    def decode_pixels(self, latent_hat: torch.Tensor) -> torch.Tensor:
+        """x_hat (B, 3, 32h, 32w) in [-1, 1] from the flow's scaled latent (B, C, h, w), by the tile plan."""
+        latent = latent_hat / self.config.vae.scaling_factor
+        x_hat = autoencoder.decode_latent(self.model.vae, latent, self.tiled_decode, **self._decode_options())
+        return x_hat.clamp(-1, 1)

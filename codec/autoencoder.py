@@ -1,25 +1,60 @@
-"""Pixel-domain transforms: the DC-AE (``diffusers.AutoencoderDC``) with a tiled decoder, and the
+"""Pixel-domain transforms: the DC-AE (``diffusers.AutoencoderDC``) with a memory-budgeted decoder, and the
 auxiliary analysis transform (ELIC ``g_a``) whose 1/16 features the latent codec fuses with the DC-AE latent.
 
-Tiled decoding bounds memory at any size: the 1/32 latent is cut into overlapping tiles, each decoded
-alone, and the pixel tiles are blended with linear ramps across the overlaps. The DC-AE's linear
-attention is global, so a tiled decode differs slightly from a whole one; it is the default only above
-``TILE_THRESHOLD`` latent pixels per side (2048 px).
+Decoding within a memory budget. The DC-AE decoder's working memory is its full-resolution activations,
+linear in the pixels decoded at once. ``plan_decode`` picks the fewest tiles (so the least recomputed
+overlap) whose estimated peak fits a budget, and decodes tiles of one shape together as a batch when
+the budget holds several. Tiles overlap by ``overlap`` latent px and are blended with linear ramps,
+normalised by the summed weights (where three tiles meet along one axis the ramps do not sum to one).
+The DC-AE's linear attention is global, so a tiled decode differs slightly from a whole one: the budget
+decides, and the whole latent is decoded in one piece whenever it fits.
+
+The estimate (``decoder_bytes_per_pixel``): the peak of one decoder call is set by its last,
+full-resolution stage of ``C`` channels (``block_out_channels[0]``), where a ResBlock holds its residual,
+two conv outputs and an activation at once, and the interpolate-upsample into it holds ``C_1 = 2C``
+channels at full resolution. Measured peaks of eager decodes (CPU, ``torch.profiler`` allocation events,
+256² and 512² outputs, the three named configs) are 4.4–4.6 full-width tensors per output pixel in
+float32 and 6.5–6.8 in bfloat16 (diffusers' RMSNorm upcasts its input to float32, two float32 copies of
+a ``C``-channel tensor). Hence ``LIVE_TENSORS``. ``torch.compile`` fuses the elementwise tail and needs
+less (~4 bf16 tensors: 1 KiB/px for ditic-official, inferred from two H200 peaks); pass a measured
+``bytes_per_pixel`` to calibrate. Outside the estimate: weights and whatever else is resident.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from codec.config import CodecConfig
+from codec.errors import LimitExceededError
 
-__all__ = ["build_vae", "decode_latent", "ElicAnalysis", "TILE_THRESHOLD"]
+__all__ = [
+    "build_vae",
+    "decode_latent",
+    "plan_decode",
+    "plan_for",
+    "run_plan",
+    "decoder_bytes_per_pixel",
+    "default_budget_bytes",
+    "TilePlan",
+    "ElicAnalysis",
+    "DEFAULT_DECODE_MEMORY_GIB",
+    "TILE_OVERLAP",
+]
 
 DOWNSCALE = 32
-TILE_THRESHOLD = 64
-TILE_SIZE = 32
-TILE_OVERLAP = 8
+TILE_OVERLAP = 8  # latent px shared by neighbouring tiles (256 px)
+MIN_TILE = 8  # latent px; a tile is at least max(MIN_TILE, 2 * overlap) a side (only neighbours overlap)
+DEFAULT_DECODE_MEMORY_GIB = 4.0  # the default budget on CUDA; elsewhere no budget unless asked
+LIVE_TENSORS = {4: 4.6, 2: 6.8}  # full-width tensors live per output pixel at the peak, by element size
+_BLEND_BYTES = 7 * 4  # per tile pixel, float32: the piece (upcast), its weights, the weighted piece
+GIB = 2**30
 
 
 def build_vae(cfg: CodecConfig) -> nn.Module:
@@ -29,12 +64,258 @@ def build_vae(cfg: CodecConfig) -> nn.Module:
     return AutoencoderDC.from_config(cfg.vae.diffusers_config())
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
+def decoder_bytes_per_pixel(vae_config: Mapping[str, Any], dtype: torch.dtype) -> float:
+    """Estimated peak bytes of a DC-AE decode per output pixel (``AutoencoderDC`` config keys)."""
+    widths = vae_config["decoder_block_out_channels"]
+    layers = vae_config["decoder_layers_per_block"]
+    channels = widths[0] if layers[0] > 0 else widths[1]
+    size = torch.empty((), dtype=dtype).element_size()
+    return LIVE_TENSORS.get(size, LIVE_TENSORS[4]) * channels * size
+
+
+def default_budget_bytes(device: torch.device | str) -> float:
+    """The budget when none is given: ``DEFAULT_DECODE_MEMORY_GIB`` on CUDA, unlimited elsewhere."""
+    return DEFAULT_DECODE_MEMORY_GIB * GIB if torch.device(device).type == "cuda" else math.inf
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How to decode a (batch, C, h, w) latent: tiles of ``tile`` latent px starting at ``rows`` x ``cols``,
+    ``per_call`` (image, tile) pieces per decoder call. One tile covering the latent: a whole decode."""
+
+    latent_size: tuple[int, int]
+    batch: int
+    tile: tuple[int, int]
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    overlap: int
+    per_call: int
+    bytes_per_pixel: float | None  # None: unknown decoder (fixed tiles only, one per call)
+    out_itemsize: int = 4
+
+    @property
+    def tiles(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    @property
+    def tiled(self) -> bool:
+        return self.tiles > 1
+
+    @property
+    def calls(self) -> int:
+        return math.ceil(self.batch * self.tiles / self.per_call)
+
+    @property
+    def decoded_pixels(self) -> int:
+        """Output pixels the decoder computes, overlaps included (image pixels when whole)."""
+        return self.batch * self.tiles * self.tile[0] * self.tile[1] * DOWNSCALE**2
+
+    @property
+    def estimated_bytes(self) -> float:
+        """Estimated peak of the decode on top of what is already resident (weights, the latent)."""
+        if self.bytes_per_pixel is None:
+            return math.nan
+        return _estimate(self.latent_size, self.batch, self.tile, self.tiled, self.per_call,
+                         self.bytes_per_pixel, self.out_itemsize)  # fmt: skip
+
+    def describe(self) -> str:
+        h, w = self.latent_size
+        size = f"{w * DOWNSCALE}x{h * DOWNSCALE}"
+        est = f"est. {self.estimated_bytes / GIB:.2f} GiB"
+        if not self.tiled:
+            return f"{size}x{self.batch}: whole, {self.calls} call(s) of {self.per_call}, {est}"
+        th, tw = self.tile
+        return (
+            f"{size}x{self.batch}: {len(self.rows)}x{len(self.cols)} tiles of {tw * DOWNSCALE}x"
+            f"{th * DOWNSCALE} px (overlap >= {self.overlap * DOWNSCALE} px), {self.calls} call(s) of "
+            f"{self.per_call}, {self.decoded_pixels / (self.batch * h * w * DOWNSCALE**2):.2f}x the pixels, "
+            f"{est}"
+        )
+
+
+def _estimate(
+    latent_size: tuple[int, int], batch: int, tile: tuple[int, int], tiled: bool, per_call: int,
+    bytes_per_pixel: float, out_itemsize: int,
+) -> float:  # fmt: skip
+    """Peak bytes: ``per_call`` pieces of the decoder at once plus the output buffers."""
+    image_px = latent_size[0] * latent_size[1] * DOWNSCALE**2
+    tile_px = tile[0] * tile[1] * DOWNSCALE**2
+    if not tiled:  # the decoder's output is the result; split batches are concatenated
+        concat = 2 * batch * 3 * image_px * out_itemsize if per_call < batch else 0
+        return per_call * tile_px * bytes_per_pixel + concat
+    result = 0 if out_itemsize == 4 else batch * 3 * image_px * out_itemsize  # cast of the float32 sum
+    buffers = batch * 3 * image_px * 4 + image_px * 4 + result  # float32 sum and summed weights
+    return per_call * tile_px * (bytes_per_pixel + _BLEND_BYTES) + buffers
+
+
+def _axis(length: int, count: int, overlap: int) -> tuple[int, tuple[int, ...]]:
+    """The smallest size (and starts) of ``count`` tiles covering ``length``, sharing >= ``overlap``."""
+    if count == 1:
+        return length, (0,)
+    size = -(-(length + (count - 1) * overlap) // count)
+    return size, _starts(length, size, count)
+
+
+def _starts(length: int, size: int, count: int) -> tuple[int, ...]:
+    """Evenly spread starts: consecutive tiles share >= size - ceil((length - size) / (count - 1))."""
+    if count == 1:
+        return (0,)
+    return tuple(round(k * (length - size) / (count - 1)) for k in range(count))
+
+
+def _fixed_axis(length: int, tile: int, overlap: int) -> tuple[int, tuple[int, ...]]:
     if length <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
+        return length, (0,)
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return tile, _starts(length, tile, count)
+
+
+def _axis_options(length: int, overlap: int) -> list[tuple[int, tuple[int, ...]]]:
+    """Every (size, starts) split of one axis whose tiles are no smaller than the minimum tile."""
+    smallest = min(length, max(MIN_TILE, 2 * overlap))
+    options, count = [], 1
+    while True:
+        size, starts = _axis(length, count, overlap)
+        if size < smallest or (count > 1 and size >= length):
+            return options
+        options.append((size, starts))
+        count += 1
+def plan_decode(
+    latent_size: tuple[int, int],
+    *,
+    batch: int = 1,
+    bytes_per_pixel: float | None,
+    budget_bytes: float,
+    overlap: int = TILE_OVERLAP,
+    tile: int | None = None,
+    out_itemsize: int = 4,
+) -> TilePlan:
+    """The decode of a (batch, C, h, w) latent within ``budget_bytes`` (``math.inf``: whole, one call).
+
+    The fewest tiles whose single piece fits (ties: the fewest decoded pixels, then row strips), then as
+    many pieces per call as fit, spread over equal calls. ``tile`` fixes a square tile side instead.
+    Raises ``LimitExceededError`` when not even the smallest tile fits the budget.
+    """
+    h, w = latent_size
+    if overlap < 1:
+        raise ValueError(f"tile overlap must be at least 1 latent px (the blend needs it), not {overlap!r}")
+    if tile is not None:
+        if not overlap < tile:
+            raise ValueError(f"tile side must exceed the overlap ({overlap}), got {tile}")
+        grids = [(_fixed_axis(h, tile, overlap), _fixed_axis(w, tile, overlap))]
+    elif math.isinf(budget_bytes):
+        grids = [((h, (0,)), (w, (0,)))]
+    else:
+        grids = sorted(((r, c) for r in _axis_options(h, overlap) for c in _axis_options(w, overlap)),
+                       key=_grid_order)  # fmt: skip
+    plans = [TilePlan((h, w), batch, (th, tw), rows, cols, overlap, 1, bytes_per_pixel, out_itemsize)
+             for (th, rows), (tw, cols) in grids]  # fmt: skip
+    for plan in plans:
+        per_call = _pieces_per_call(plan, budget_bytes)
+        if per_call:
+            return dataclasses.replace(plan, per_call=per_call)
+    smallest = min(plans, key=lambda p: p.estimated_bytes)
+    raise LimitExceededError(
+        f"a decode memory budget of {budget_bytes / GIB:.3f} GiB cannot hold even the smallest tile, "
+        f"{smallest.tile[1] * DOWNSCALE}x{smallest.tile[0] * DOWNSCALE} px (est. "
+        f"{smallest.estimated_bytes / GIB:.3f} GiB at {bytes_per_pixel:.0f} bytes/px); raise the budget "
+        "(decode_memory_gib)"
+    )
+
+
+def _grid_order(grid: tuple[tuple[int, tuple[int, ...]], ...]) -> tuple[int, int, int]:
+    """Fewest tiles, then fewest decoded latent px, then row strips (full-width tiles) first."""
+    (th, rows), (tw, cols) = grid
+    return len(rows) * len(cols), len(rows) * th * len(cols) * tw, -len(rows)
+
+
+def _pieces_per_call(plan: TilePlan, budget_bytes: float) -> int:
+    """As many (image, tile) pieces per call as fit, spread over equal calls; 0 if one does not fit."""
+    pieces = plan.batch * plan.tiles
+    if plan.bytes_per_pixel is None:
+        return 1
+    if math.isinf(budget_bytes):
+        return pieces
+    fits = 0
+    while fits < pieces and _estimate(plan.latent_size, plan.batch, plan.tile, plan.tiled, fits + 1,
+                                      plan.bytes_per_pixel, plan.out_itemsize) <= budget_bytes:  # fmt: skip
+        fits += 1
+    return math.ceil(pieces / math.ceil(pieces / fits)) if fits else 0
+
+
+def plan_for(
+    vae: nn.Module,
+    latent: Tensor | tuple[torch.Size, torch.dtype, torch.device],
+    tiled: bool | None = None,
+    *,
+    budget_bytes: float | None = None,
+    bytes_per_pixel: float | None = None,
+    overlap: int = TILE_OVERLAP,
+    tile: int | None = None,
+) -> TilePlan:
+    """``decode_latent``'s plan for this latent, or for a (shape, dtype, device) of one: see there."""
+    if isinstance(latent, Tensor):
+        latent = (latent.shape, latent.dtype, latent.device)
+    shape, dtype, device = latent
+    if bytes_per_pixel is None and hasattr(vae, "config"):
+        bytes_per_pixel = decoder_bytes_per_pixel(vae.config, dtype)
+    budget = default_budget_bytes(device) if budget_bytes is None else budget_bytes
+    if tiled is False or (tiled is None and math.isinf(budget)):
+        budget, tile = math.inf, None
+    elif tiled and math.isinf(budget):
+        budget = DEFAULT_DECODE_MEMORY_GIB * GIB
+    if bytes_per_pixel is None and tile is None and not math.isinf(budget):
+        raise ValueError("the decoder has no DC-AE config to estimate its memory from: pass bytes_per_pixel")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return plan_decode((shape[-2], shape[-1]), batch=shape[0], bytes_per_pixel=bytes_per_pixel,
+                       budget_bytes=budget, overlap=overlap, tile=tile, out_itemsize=itemsize)  # fmt: skip
+
+
+def decode_latent(
+    vae: nn.Module,
+    latent: Tensor,
+    tiled: bool | None = None,
+    *,
+    budget_bytes: float | None = None,
+    bytes_per_pixel: float | None = None,
+    overlap: int = TILE_OVERLAP,
+    tile: int | None = None,
+) -> Tensor:
+    """DC-AE decode of an (unscaled) latent (B, C, h, w) -> (B, 3, 32h, 32w), in the latent's dtype.
+
+    ``tiled``: None decodes whole when the estimate fits ``budget_bytes`` (None: ``default_budget_bytes``
+    of the latent's device), else by ``plan_decode``; True always follows the plan (under the default
+    CUDA budget when there is none); False decodes whole. ``bytes_per_pixel`` calibrates the estimate.
+    """
+    plan = plan_for(vae, latent, tiled, budget_bytes=budget_bytes, bytes_per_pixel=bytes_per_pixel,
+                    overlap=overlap, tile=tile)  # fmt: skip
+    return run_plan(vae.decoder, latent, plan)
+
+
+def run_plan(decoder: nn.Module, latent: Tensor, plan: TilePlan) -> Tensor:
+    """Decode ``latent`` as ``plan`` says: whole (in equal batches), or tiles blended into one image."""
+    if not plan.tiled:
+        if plan.per_call >= latent.shape[0]:
+            return decoder(latent)
+        return torch.cat([decoder(part) for part in latent.split(plan.per_call)])
+    (th, tw), batch = plan.tile, latent.shape[0]
+    h, w = plan.latent_size
+    places = [(i, j) for i in range(len(plan.rows)) for j in range(len(plan.cols))]
+    crops = torch.cat([latent[..., plan.rows[i] : plan.rows[i] + th, plan.cols[j] : plan.cols[j] + tw]
+                       for i, j in places])  # fmt: skip  # (tiles * B, C, th, tw), tile-major
+    out = latent.new_zeros((batch, 3, h * DOWNSCALE, w * DOWNSCALE), dtype=torch.float32)
+    total = latent.new_zeros((h * DOWNSCALE, w * DOWNSCALE), dtype=torch.float32)
+    for start in range(0, crops.shape[0], plan.per_call):
+        pieces = decoder(crops[start : start + plan.per_call]).float()  # (n, 3, 32 th, 32 tw)
+        for k, piece in enumerate(pieces, start):
+            i, j = places[k // batch]
+            weight = _tile_weights(plan, i, j, latent.device)
+            region = (slice(plan.rows[i] * DOWNSCALE, (plan.rows[i] + th) * DOWNSCALE),
+                      slice(plan.cols[j] * DOWNSCALE, (plan.cols[j] + tw) * DOWNSCALE))  # fmt: skip
+            out[(k % batch, slice(None), *region)] += piece * weight
+            if k % batch == 0:
+                total[region] += weight
+    return out.div_(total).to(latent.dtype)
 
 
 def _ramp(length: int, lead: int, trail: int, device: torch.device) -> Tensor:
@@ -49,49 +330,18 @@ def _ramp(length: int, lead: int, trail: int, device: torch.device) -> Tensor:
     return w
 
 
-def _tile_weights(rows: list[int], cols: list[int], i: int, j: int, tile: tuple[int, int], dev) -> Tensor:
+def _tile_weights(plan: TilePlan, i: int, j: int, device: torch.device) -> Tensor:
     """Pixel weights of tile (i, j): ramps only where it overlaps a neighbour."""
-    th, tw = tile
 
-    def edges(starts: list[int], k: int, size: int) -> tuple[int, int]:
+    def edges(starts: tuple[int, ...], k: int, size: int) -> tuple[int, int]:
         lead = (starts[k - 1] + size - starts[k]) * DOWNSCALE if k > 0 else 0
         trail = (starts[k] + size - starts[k + 1]) * DOWNSCALE if k + 1 < len(starts) else 0
         return lead, trail
 
-    wy = _ramp(th * DOWNSCALE, *edges(rows, i, th), dev)
-    wx = _ramp(tw * DOWNSCALE, *edges(cols, j, tw), dev)
+    th, tw = plan.tile
+    wy = _ramp(th * DOWNSCALE, *edges(plan.rows, i, th), device)
+    wx = _ramp(tw * DOWNSCALE, *edges(plan.cols, j, tw), device)
     return wy[:, None] * wx[None, :]
-
-
-def decode_latent(
-    vae: nn.Module,
-    latent: Tensor,
-    tiled: bool | None = None,
-    tile: int = TILE_SIZE,
-    overlap: int = TILE_OVERLAP,
-) -> Tensor:
-    """DC-AE decode of an (unscaled) latent (B, C, h, w) -> (B, 3, 32h, 32w). ``tiled=None``: automatic."""
-    h, w = latent.shape[-2:]
-    if tiled is None:
-        tiled = max(h, w) > TILE_THRESHOLD
-    if not tiled or (h <= tile and w <= tile):
-        return vae.decoder(latent)
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile overlap must be in [0, {tile}), got {overlap}")
-    rows, cols = _starts(h, tile, overlap), _starts(w, tile, overlap)
-    out = total = None
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            piece = vae.decoder(latent[..., r : r + tile, c : c + tile])
-            th, tw = piece.shape[-2] // DOWNSCALE, piece.shape[-1] // DOWNSCALE
-            weight = _tile_weights(rows, cols, i, j, (th, tw), latent.device).to(piece.dtype)
-            if out is None:
-                out = piece.new_zeros((latent.shape[0], piece.shape[1], h * DOWNSCALE, w * DOWNSCALE))
-                total = piece.new_zeros((h * DOWNSCALE, w * DOWNSCALE))
-            region = (slice(r * DOWNSCALE, (r + th) * DOWNSCALE), slice(c * DOWNSCALE, (c + tw) * DOWNSCALE))
-            out[(..., *region)] += piece * weight
-            total[region] += weight
-    return out / total  # where three tiles meet the ramps do not sum to one
 
 
 class _Bottleneck(nn.Module):
