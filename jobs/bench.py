@@ -45,7 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--items", type=int, default=512, help="pipeline mode: images in the generated set")
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DC-AE (codec mode)")
-    parser.add_argument("--tiled", action="store_true", help="decode the DC-AE in tiles at every size")
+    parser.add_argument("--tiled", action="store_true",
+                        help="always decode the DC-AE by the budget's tile plan (4 GiB if none is set)")
+    parser.add_argument("--decode-memory-gib", type=float, default=None, metavar="GIB",
+                        help="DC-AE decode budget over the resident weights: tiled only where the whole "
+                        "does not fit (default 4 on CUDA, none on CPU; inf: never tile)")
+    parser.add_argument("--decode-bytes-per-pixel", type=float, default=None, metavar="B",
+                        help="calibrate the DC-AE decode estimate with a measured dc_ae_bytes_per_px")
     parser.add_argument("--gpus-per-actor", type=float, default=1.0,
                         help="pipeline mode: GPUs per encoder actor (0.5: two actors share a GPU, one's CPU "
                         "entropy coding overlapping the other's GPU work)")  # fmt: skip
@@ -166,10 +172,29 @@ def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[s
     for _ in range(repeats):
         heads, a = clock(model.decompress_heads, [strings], shape, header.quality)
         (latent_hat, _), b = clock(model.synthesize, heads)
-        _, c = clock(model.decode_pixels, latent_hat, codec.tiled_decode)
+        _, c = clock(codec.decode_pixels, latent_hat)
         for key, ms in zip(split, (a, b, c), strict=True):
             split[key].append(ms)
-    return {k: statistics.median(v) for k, v in split.items()}
+    return {k: statistics.median(v) for k, v in split.items()} | _dc_ae_memory(codec, latent_hat, header)
+
+
+def _dc_ae_memory(codec, latent_hat, header) -> dict:  # noqa: ANN001
+    """The DC-AE decode's tile plan, its estimated and (CUDA) measured peak over what was resident."""
+    import torch
+
+    plan = codec.decode_plan(header.width, header.height)
+    row = {"decode_plan": plan.describe(), "dc_ae_est_gib": plan.estimated_bytes / 2**30}
+    if codec.device.type == "cuda":
+        torch.cuda.synchronize()
+        resident = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        codec.decode_pixels(latent_hat)
+        torch.cuda.synchronize()
+        used = torch.cuda.max_memory_allocated() - resident
+        per_call_px = plan.per_call * plan.tile[0] * plan.tile[1] * 32**2
+        row |= {"dc_ae_peak_gib": used / 2**30, "resident_gib": resident / 2**30,
+                "dc_ae_bytes_per_px": used / per_call_px}  # fmt: skip
+    return row
 
 
 def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
@@ -182,7 +207,9 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
     rows = []
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, DTYPES[dtype_name.strip()])
-        codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=args.compile)
+        codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=args.compile,
+                           decode_memory_gib=args.decode_memory_gib,
+                           decode_bytes_per_pixel=args.decode_bytes_per_pixel)  # fmt: skip
         codec.tiled_decode = True if args.tiled else None
         quality = args.quality or max(codec.qualities)
         for width, height in _parse_sizes(args.sizes):
@@ -409,7 +436,17 @@ def markdown_table(rows: list[dict]) -> str:
                 v = r[key]
                 cells.append(f"{v:.1f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _plan_notes(rows)
+
+
+def _plan_notes(rows: list[dict]) -> str:
+    """One line per row with a DC-AE tile plan: the plan, its estimated and measured peak."""
+    notes = []
+    for r in (r for r in rows if "decode_plan" in r):
+        measured = (f", measured {r['dc_ae_peak_gib']:.2f} GiB ({r['dc_ae_bytes_per_px']:.0f} B/px) over "
+                    f"{r['resident_gib']:.2f} GiB resident") if "dc_ae_peak_gib" in r else ""  # fmt: skip
+        notes.append(f"- {r['model']} {r['dtype']} DC-AE decode: {r['decode_plan']}{measured}")
+    return "\n" + "\n".join(notes) + "\n" if notes else ""
 
 
 def _actors(row: dict) -> str:
