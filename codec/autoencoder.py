@@ -13,7 +13,7 @@ The estimate (``decoder_bytes_per_pixel``): the peak of one decoder call is set 
 full-resolution stage of ``C`` channels (``block_out_channels[0]``), where a ResBlock holds its residual,
 two conv outputs and an activation at once, and the interpolate-upsample into it holds ``C_1 = 2C``
 channels at full resolution. Measured peaks of eager decodes (CPU, ``torch.profiler`` allocation events,
-256² and 512² outputs, the three named configs) are 4.4–4.6 full-width tensors per output pixel in
+256² outputs of the three named configs, 512² of ditic-test) are 4.4–4.6 full-width tensors per pixel in
 float32 and 6.5–6.8 in bfloat16 (diffusers' RMSNorm upcasts its input to float32, two float32 copies of
 a ``C``-channel tensor). Hence ``LIVE_TENSORS``. ``torch.compile`` fuses the elementwise tail and needs
 less (~4 bf16 tensors: 1 KiB/px for ditic-official, inferred from two H200 peaks); pass a measured
