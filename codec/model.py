@@ -264,7 +264,7 @@ class _Positions:
         """Each (B, C, h, w) tensor's coded elements as float64 numpy (B, n)."""
         flat = [t.reshape(t.shape[0], -1).to(torch.float64) for t in tensors]
         if flat[0].device.type == "cpu":
-            return [f.numpy()[:, self.host] for f in flat]
+            return [np.take(f.numpy(), self.host, axis=1) for f in flat]
         picked = torch.stack(flat).index_select(2, self._index(flat[0].device))
         return list(picked.cpu().numpy())
 

@@ -12,8 +12,18 @@ repeats after one warm-up run:
 * ``host ms``: everything the coder side costs the host, i.e. ``coding ms`` plus the glue around
   each context step (slicing masked positions out, scattering results back, device transfers). On a
   GPU this is the time the host spends between two parameter-network replays.
+* ``host cpu ms``: the same segments in CPU time of the calling thread (``time.thread_time``): on a
+  loaded machine wall times include waiting for a core; this does not. Use ``--threads 1`` to compare
+  code versions (torch ops may otherwise run part of the work on other threads, uncounted).
 
 Then a cProfile of exactly those segments (the networks are left out), top functions by own time.
+
+``--statistics``: an untrained ``ditic-official`` puts every scale below the first table level (one
+table, ~0.2% escapes), unlike a trained model (the embedded ``ditic-small`` on a photo: ~30 tables in
+use, no escapes, scales ~0.14-14). ``trained-like`` (the default) keeps the networks running but
+replaces their means and scales by seeded draws of that kind (scales log-normal, median 1.5, 1-99%
+0.15-15; means normal, std 2) and y by means + scale * noise, so the coder does a trained model's work;
+``untrained`` codes what the random networks give.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codec.config import get_config  # noqa: E402
-from codec.latent import EntropyPath  # noqa: E402
+from codec.latent import EntropyPath, four_step_masks  # noqa: E402
 from codec.model import LatentCodec  # noqa: E402
 
 
@@ -43,21 +53,22 @@ class CoderMeter:
     def __init__(self) -> None:
         self.profile = cProfile.Profile()
         self.profiling = False
-        self.host_seconds = 0.0
+        self.host_seconds = self.host_cpu_seconds = 0.0
         self._depth = 0
-        self._start = 0.0
+        self._start = self._start_cpu = 0.0
 
     def enter(self) -> None:
         self._depth += 1
         if self._depth == 1:
             if self.profiling:
                 self.profile.enable()
-            self._start = time.perf_counter()
+            self._start, self._start_cpu = time.perf_counter(), time.thread_time()
 
     def leave(self) -> None:
         self._depth -= 1
         if self._depth == 0:
             self.host_seconds += time.perf_counter() - self._start
+            self.host_cpu_seconds += time.thread_time() - self._start_cpu
             if self.profiling:
                 self.profile.disable()
 
@@ -84,6 +95,43 @@ class CoderMeter:
         LatentCodec._timed, EntropyPath.run = timed_hook, run_hook
 
 
+class TrainedLike:
+    """Replaces the parameter networks' means/scales and y by draws with a trained model's statistics."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self._draws = seed, {}
+
+    def draws(self, k: int, shape: torch.Size, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if (k, shape) not in self._draws:
+            g = torch.Generator().manual_seed(self.seed * 10 + k)
+            scales = torch.exp(
+                torch.randn(shape, generator=g, dtype=torch.float64) + torch.log(torch.tensor(1.5))
+            )
+            means = 2 * torch.randn(shape, generator=g, dtype=torch.float64)
+            noise = torch.randn(shape, generator=g, dtype=torch.float64)
+            self._draws[(k, shape)] = (means, scales, noise)
+        return tuple(t.to(device) for t in self._draws[(k, shape)])
+
+    def install(self) -> None:
+        analysis, params, fake = LatentCodec.analysis, EntropyPath.params, self
+
+        def fake_params(path, k, base):  # noqa: ANN001, ANN202
+            params(path, k, base)  # the networks still run; their output is replaced
+            return fake.draws(k, base.shape, base.device)[:2]
+
+        def fake_analysis(codec, latent, aux, quality):  # noqa: ANN001, ANN202
+            y, z = analysis(codec, latent, aux, quality)
+            masks = four_step_masks(y.shape[1], *y.shape[-2:], y.device, torch.float64)
+            y_like = sum(
+                m * (mu + s * e)
+                for k, m in enumerate(masks)
+                for mu, s, e in [fake.draws(k, y.shape, y.device)]
+            )
+            return y_like.to(y.dtype), z
+
+        LatentCodec.analysis, EntropyPath.params = fake_analysis, fake_params
+
+
 def build(model: str, seed: int) -> LatentCodec:
     torch.manual_seed(seed)
     codec = LatentCodec(get_config(model)).eval().requires_grad_(False)
@@ -103,15 +151,16 @@ def inputs(model: str, size: tuple[int, int], batch: int, seed: int) -> tuple[to
 
 def measure(codec: LatentCodec, meter: CoderMeter, latent, aux, quality: int, repeats: int) -> dict:  # noqa: ANN001
     y_size = (latent.shape[-2] // 2, latent.shape[-1] // 2)
-    times: dict[str, list[float]] = {k: [] for k in ("enc_coding", "enc_host", "dec_coding", "dec_host")}
+    names = ("enc_coding", "enc_host", "enc_cpu", "dec_coding", "dec_host", "dec_cpu")
+    times: dict[str, list[float]] = {k: [] for k in names}
     strings = None
     for i in range(repeats + 1):  # the first run warms up (float64 path copy, tables)
-        meter.host_seconds = 0.0
+        meter.host_seconds = meter.host_cpu_seconds = 0.0
         strings, y_hat = codec.compress(latent, aux, quality)
-        enc = (codec.coding_seconds, meter.host_seconds)
-        meter.host_seconds = 0.0
+        enc = (codec.coding_seconds, meter.host_seconds, meter.host_cpu_seconds)
+        meter.host_seconds = meter.host_cpu_seconds = 0.0
         out = codec.decompress(strings, y_size, quality, torch.device("cpu"), torch.float32)
-        dec = (codec.coding_seconds, meter.host_seconds)
+        dec = (codec.coding_seconds, meter.host_seconds, meter.host_cpu_seconds)
         if not torch.equal(out["y_hat"], y_hat):
             raise SystemExit("decoded latents differ from the encoder's")
         if i:
@@ -127,7 +176,8 @@ def measure(codec: LatentCodec, meter: CoderMeter, latent, aux, quality: int, re
 def profile(codec: LatentCodec, meter: CoderMeter, latent, aux, quality: int, top: int) -> str:  # noqa: ANN001
     meter.profile, meter.profiling = cProfile.Profile(), True
     strings, _ = codec.compress(latent, aux, quality)
-    codec.decompress(strings, (latent.shape[-2] // 2, latent.shape[-1] // 2), quality, torch.device("cpu"), torch.float32)
+    y_size = (latent.shape[-2] // 2, latent.shape[-1] // 2)
+    codec.decompress(strings, y_size, quality, torch.device("cpu"), torch.float32)
     meter.profiling = False
     text = io.StringIO()
     pstats.Stats(meter.profile, stream=text).sort_stats("tottime").print_stats(top)
@@ -144,21 +194,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=20, help="cProfile rows (0: no profile)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the networks)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--statistics", choices=("trained-like", "untrained"), default="trained-like")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     meter = CoderMeter()
     meter.install()
+    if args.statistics == "trained-like":
+        TrainedLike(args.seed).install()
     codec = build(args.model, args.seed)
-    print(f"{args.model}, batch {args.batch}, quality {args.quality}, median of {args.repeats}; ms per call")
-    print("size | y symbols | bytes (sha256) | enc coding | enc host | dec coding | dec host")
+    print(
+        f"{args.model} ({args.statistics} statistics), batch {args.batch}, quality {args.quality}, "
+        f"torch threads {args.threads}, median of {args.repeats}; ms per call"
+    )
+    print("size | y symbols | bytes (sha256) | enc: coding, host, host cpu | dec: coding, host, host cpu")
     profiles = []
     for text in args.sizes.split(","):
         size = tuple(int(v) for v in text.lower().split("x"))
         latent, aux = inputs(args.model, size, args.batch, args.seed)
         r = measure(codec, meter, latent, aux, args.quality, args.repeats)
         print(
-            f"{text} | {r['symbols']} | {r['bytes']} ({r['digest']}) | {r['enc_coding']:.2f} | {r['enc_host']:.2f} | "
-            f"{r['dec_coding']:.2f} | {r['dec_host']:.2f}",
+            f"{text} | {r['symbols']} | {r['bytes']} ({r['digest']}) | {r['enc_coding']:.2f}, "
+            f"{r['enc_host']:.2f}, {r['enc_cpu']:.2f} | {r['dec_coding']:.2f}, {r['dec_host']:.2f}, "
+            f"{r['dec_cpu']:.2f}",
             flush=True,
         )
         if args.top:

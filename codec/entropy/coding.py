@@ -157,17 +157,37 @@ def _crc(values: np.ndarray, crc: int) -> int:
     return zlib.crc32(np.ascontiguousarray(values, dtype="<f8"), crc)
 
 
-def _groups(idx: np.ndarray, n_tables: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Groups:
     """How the format orders (B, n) symbols: per image, by table, then by position.
 
-    Returns (order, groups, ends): ``flat[order]`` lists them in that order; group ``g = b * n_tables
-    + t`` (non-empty ones in ``groups``) ends at ``ends[g]``. A stable sort of 16-bit keys is a radix
-    sort in numpy (linear time, ~10x faster than sorting the 64-bit indexes)."""
-    batch = idx.shape[0]
-    key = idx + (np.arange(batch) * n_tables)[:, None]
-    key = key.astype(np.uint16 if batch * n_tables <= 1 << 16 else np.int64).reshape(-1)
-    counts = np.bincount(key, minlength=batch * n_tables)
-    return np.argsort(key, kind="stable"), np.flatnonzero(counts), np.cumsum(counts)
+    ``flat[order]`` lists them in that order; the non-empty (image, table) groups follow each other
+    there, group i being image ``image[i]``, table ``table[i]``, ``count[i]`` symbols. A stable sort of
+    16-bit keys is a radix sort in numpy (linear time, ~10x faster than sorting 64-bit indexes)."""
+
+    order: np.ndarray
+    image: np.ndarray
+    table: np.ndarray
+    count: np.ndarray
+
+    @staticmethod
+    def of(idx: np.ndarray, n_tables: int) -> _Groups:
+        batch = idx.shape[0]
+        key = idx + (np.arange(batch) * n_tables)[:, None]
+        key = key.astype(np.uint16 if batch * n_tables <= 1 << 16 else np.int64).reshape(-1)
+        counts = np.bincount(key, minlength=batch * n_tables)
+        used = np.flatnonzero(counts)
+        return _Groups(np.argsort(key, kind="stable"), used // n_tables, used % n_tables, counts[used])
+
+    def spans(self) -> zip:
+        """(image, table, start, stop) of each group, as Python ints (fast to slice with)."""
+        stops = np.cumsum(self.count)
+        columns = (self.image, self.table, stops - self.count, stops)
+        return zip(*(c.tolist() for c in columns), strict=True)
+
+    def per_symbol(self, per_table: np.ndarray) -> np.ndarray:
+        """``per_table[table]`` of every symbol, in stream order."""
+        return np.repeat(per_table[self.table], self.count)
 
 
 class _Writer:
@@ -202,14 +222,12 @@ class _Writer:
 def _write_symbols(writers: Sequence[_Writer], q: np.ndarray, idx: np.ndarray, tables: _Tables) -> None:
     """Row b of ``q`` (B, n; integers as float64, no -0.0) into ``writers[b]``, tables ``idx``."""
     sym, escaped = tables.symbols(q, idx)
-    order, groups, ends = _groups(idx, len(tables.models))
-    sym = sym.reshape(-1)[order]
+    groups = _Groups.of(idx, len(tables.models))
+    sym = sym.reshape(-1)[groups.order]
     for writer, row in zip(writers, q, strict=True):
         writer.crc = _crc(row, writer.crc)
-    for g in groups.tolist():
-        b, t = divmod(g, len(tables.models))
-        start = ends[g - 1] if g else 0
-        writers[b].enc.encode(sym[start : ends[g]], tables.models[t])
+    for b, t, start, stop in groups.spans():
+        writers[b].enc.encode(sym[start:stop], tables.models[t])
     for b in np.flatnonzero(escaped.any(axis=1)).tolist():
         writers[b].uints([_zigzag(int(v)) for v in q[b][escaped[b]]])
 
@@ -228,7 +246,7 @@ class _Reader:
 
     def _decode(self, model, n: int) -> np.ndarray:
         try:
-            return np.asarray(self.dec.decode(model, n), dtype=np.int64)
+            return np.asarray(self.dec.decode(model, n))
         except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
             raise FormatError(f"entropy-coded stream is corrupt: {e}") from e
 
@@ -265,23 +283,21 @@ def _unzigzag(u: int) -> int:
 
 def _read_symbols(readers: Sequence[_Reader], idx: np.ndarray, tables: _Tables) -> np.ndarray:
     """Mirror of ``_write_symbols``: (B, n) float64 values, row b from ``readers[b]``."""
-    order, groups, ends = _groups(idx, len(tables.models))
-    sorted_sym = np.empty(idx.size, dtype=np.int64)
-    for g in groups.tolist():
-        b, t = divmod(g, len(tables.models))
-        start = ends[g - 1] if g else 0
-        sorted_sym[start : ends[g]] = readers[b]._decode(tables.models[t], int(ends[g] - start))
-    sym = np.empty_like(sorted_sym)
-    sym[order] = sorted_sym
-    sym = sym.reshape(idx.shape)
-    q = sym + tables.offset[idx]
-    escaped = sym == tables.n_regular[idx]
-    for b in np.flatnonzero(escaped.any(axis=1)).tolist():
-        values = [_unzigzag(u) for u in readers[b].uints(int(escaped[b].sum()))]
+    groups = _Groups.of(idx, len(tables.models))
+    sym = np.empty(idx.size, dtype=np.int64)  # in stream order
+    for b, t, start, stop in groups.spans():
+        sym[start:stop] = readers[b]._decode(tables.models[t], stop - start)
+    q = np.empty(idx.size)
+    q[groups.order] = sym + groups.per_symbol(tables.offset)
+    escaped = groups.order[sym == groups.per_symbol(tables.n_regular)]
+    for b in np.unique(escaped // idx.shape[1]).tolist():  # each image's escapes in position order
+        where = np.sort(escaped[escaped // idx.shape[1] == b])
+        codes = readers[b].uints(where.size)
         try:
-            q[b, escaped[b]] = np.array(values, dtype=np.float64)
+            q[where] = np.array([_unzigzag(u) for u in codes], dtype=np.float64)
         except OverflowError as e:
             raise FormatError("entropy-coded stream is corrupt: escape value out of range") from e
+    q = q.reshape(idx.shape)
     for reader, row in zip(readers, q, strict=True):
         reader.crc = _crc(row, reader.crc)
     return q
@@ -298,10 +314,22 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def _rounded(x: Tensor) -> Tensor:
+    """``torch.round`` (half to even); in numpy on the CPU, where torch's thread pool may cost ms."""
+    if x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
+        return torch.from_numpy(np.rint(x.detach().numpy()))
+    return torch.round(x)
+
+
 def _representable(q: Tensor, dtype: torch.dtype) -> Tensor:
     """``q`` in ``dtype``; a value that overflows it can only come from a corrupt stream."""
     q = q.to(dtype)
-    if not torch.isfinite(q).all():
+    host = q.detach().cpu()  # numpy checks it: torch's thread pool can cost ms for this on a busy CPU
+    finite = np.isfinite(host.numpy()).all() if host.dtype in _NUMPY_FLOATS else torch.isfinite(host).all()
+    if not finite:
         raise FormatError(f"entropy-coded stream is corrupt: a decoded value overflows {dtype}")
     return q
 
@@ -312,40 +340,40 @@ def _representable(q: Tensor, dtype: torch.dtype) -> Tensor:
 def scale_indexes(scales: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
     """Table level of each scale: the first level whose scale is >= it (CompressAI's rule).
 
-    Exactly ``np.searchsorted(boundaries, scales, side="left")`` for finite scales, ~5x faster on a
-    log-spaced table: a guess from the log-linear position, then corrected where it is off."""
-    return _indexes(np.asarray(scales, dtype=np.float64), _log(scales), boundaries)
+    Exactly ``np.searchsorted(boundaries, scales, side="left")`` for finite scales, but faster."""
+    return _levels(np.asarray(scales, dtype=np.float64), boundaries, 0.0)[0]
 
 
-def _log(scales: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(scales, 1e-300))
+def _levels(scales: np.ndarray, boundaries: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """(table level, within ``margin`` of a boundary in log space) of each finite scale.
 
-
-def _indexes(scales: np.ndarray, log_s: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
-    n = len(boundaries)
-    if n < 2:
-        return np.searchsorted(boundaries, scales, side="left")
-    lo, hi = np.log(boundaries[0]), np.log(boundaries[-1])
-    guess = np.floor((log_s - lo) * ((n - 1) / (hi - lo))) + 1
-    idx = np.clip(np.nan_to_num(guess, nan=0.0), 0, n).astype(np.intp)
-    above = np.append(boundaries, np.inf)  # above[i] = boundaries[i]; the first boundary >= s is at idx
-    below = np.insert(boundaries, 0, -np.inf)  # below[i] = boundaries[i - 1]
-    flat, s = idx.reshape(-1), scales.reshape(-1)
-    wrong = np.flatnonzero((above[flat] < s) | (below[flat] >= s))
-    while wrong.size:  # off by one next to a boundary on a log-spaced table; any table converges
-        sub, sv = flat[wrong], s[wrong]
-        sub += above[sub] < sv
-        sub -= below[sub] >= sv
-        flat[wrong] = sub
-        wrong = wrong[(above[sub] < sv) | (below[sub] >= sv)]
-    return idx
-
-
-def _near_boundary(log_s: np.ndarray, idx: np.ndarray, boundaries: np.ndarray, margin: float) -> np.ndarray:
-    log_b = np.log(boundaries)
-    below = log_b[np.clip(np.arange(len(log_b) + 1) - 1, 0, len(log_b) - 1)][idx]
-    above = log_b[np.clip(np.arange(len(log_b) + 1), 0, len(log_b) - 1)][idx]
-    return np.minimum(np.abs(log_s - below), np.abs(log_s - above)) < margin
+    One pass for a log-spaced table: a scale's position on the log-linear grid through the first and
+    last boundary gives its level, unless it lies within ``tol`` of a grid point, ``tol`` covering the
+    margin plus how far the real boundaries sit off the grid (float32 rounding: ~1e-7 for the
+    release's table). Those few scales take the exact rule (``searchsorted``, the log distance to the
+    boundaries either side). Any increasing table is exact; an irregular one sends more scales there.
+    """
+    log_b, n = np.log(boundaries), len(boundaries)
+    step = (log_b[-1] - log_b[0]) / max(n - 1, 1) or 1.0
+    off_grid = np.abs(log_b - (log_b[0] + step * np.arange(n))).max()
+    pos = np.maximum(scales, 1e-300)  # -> position on the grid, in place (these arrays are large)
+    np.log(pos, out=pos)
+    pos -= log_b[0]
+    pos /= step
+    level = pos + 1
+    idx = np.clip(level, 0, n, out=level).astype(np.intp)  # = floor(pos) + 1 away from grid points
+    np.subtract(pos, np.rint(pos), out=pos)
+    tol = (max(margin, 0.0) + off_grid + 1e-9) / step
+    close = np.flatnonzero(np.abs(pos, out=pos) < tol) if n > 1 else np.arange(scales.size)
+    near = np.zeros(scales.shape, dtype=bool)
+    if close.size:
+        s = scales.reshape(-1)[close]
+        ls = np.log(np.maximum(s, 1e-300))
+        exact = np.searchsorted(boundaries, s, side="left")
+        below, above = log_b[np.clip(exact - 1, 0, n - 1)], log_b[np.clip(exact, 0, n - 1)]
+        idx.reshape(-1)[close] = exact
+        near.reshape(-1)[close] = np.minimum(np.abs(ls - below), np.abs(ls - above)) < margin
+    return idx, near
 
 
 class GaussianStreamEncoder:
@@ -359,7 +387,7 @@ class GaussianStreamEncoder:
         """Code ``round(y - means)`` with tables chosen by ``scales``; returns ``y_hat`` (y's shape)."""
         if scales.shape != y.shape or (means is not None and means.shape != y.shape):
             raise ValueError(f"y {tuple(y.shape)}, scales {tuple(scales.shape)} and means must share a shape")
-        q_t = torch.round(y - means) if means is not None else torch.round(y)
+        q_t = _rounded(y - means if means is not None else y)
         q = _finite_numpy(q_t, "y - means")
         _encode_rows([self], q.reshape(1, -1), _finite_numpy(scales, "scales").reshape(1, -1))
         return q_t + means if means is not None else q_t
@@ -395,9 +423,7 @@ def _encode_rows(encoders: Sequence[GaussianStreamEncoder], q: np.ndarray, scale
         raise RuntimeError("encode() after finish()")
     if any(e._tables is not first._tables for e in encoders):
         raise ValueError("the encoders of a batch must come from one entropy model")
-    log_s = _log(scales)
-    idx = _indexes(scales, log_s, first._boundaries)
-    near = _near_boundary(log_s, idx, first._boundaries, first._margin)
+    idx, near = _levels(scales, first._boundaries, first._margin)
     for e, row_near, row_idx in zip(encoders, near, idx, strict=True):
         guarded = np.flatnonzero(row_near)
         e._writer.enc.encode(np.array([int(guarded.size > 0)], dtype=np.int32), _GUARD_FLAG)
@@ -455,7 +481,7 @@ def _decode_rows(decoders: Sequence[GaussianStreamDecoder], scales: np.ndarray) 
     first = decoders[0]
     if any(d._tables is not first._tables for d in decoders):
         raise ValueError("the decoders of a batch must come from one entropy model")
-    idx = _indexes(scales, _log(scales), first._boundaries)
+    idx = _levels(scales, first._boundaries, 0.0)[0]
     for d, row in zip(decoders, idx, strict=True):
         d._read_guards(row)
     return _read_symbols([d._reader for d in decoders], idx, first._tables)
