@@ -14,12 +14,10 @@ its own elsewhere. On real data this costs a flag of ~1e-5 bits per ``encode()``
 Each stream ends with a 16-bit check of the decoded values so a truncated or garbled stream raises
 ``ChecksumError`` instead of yielding a silently wrong latent.
 
-Speed: one stream per image, but the work around the coder runs once per batch and step in numpy
-(``encode_batch``/``decode_batch``): table indexes, guards and symbols for every image at once,
-one radix sort of (image, table) keys to group symbols the way the format orders them, and one
-``constriction`` call per non-empty (image, table) group. No torch ops run on the coder side (on a
-loaded CPU their thread pool costs more than the work), and nothing here loops over symbols in Python
-except escapes and guards, which real data almost never has.
+Speed: one stream per image, but the work around the coder runs once per batch and step, in numpy
+(``encode_batch``/``decode_batch``): no Python loop over symbols (escapes and guards aside, which real
+data almost never has), one ``constriction`` call per non-empty (image, table) group, and no torch ops
+(on a busy CPU torch's thread pool costs more than this work).
 """
 
 from __future__ import annotations
@@ -109,40 +107,38 @@ class _Tables:
         return np.where(regular, s, n_reg).astype(np.int32), ~regular
 
 
-def _version(t: Tensor) -> int | None:
+def _stamp(t: Tensor) -> tuple:
     try:
-        return t._version
+        return t, t._version, t.data_ptr()
     except RuntimeError:  # inference tensors keep no version counter: compare contents every time
-        return None
+        return t, None, None
+
+
+def _same(stamps: tuple, seen: tuple) -> bool:
+    return len(stamps) == len(seen) and all(
+        a[0] is b[0] and a[1] is not None and a[1:] == b[1:] for a, b in zip(stamps, seen, strict=True)
+    )
 
 
 class _TableCache:
-    """Caches ``_Tables`` for the CDF buffers (they change on update/load).
+    """Caches ``_Tables`` for the CDF buffers, rebuilt when their content changes (update, load).
 
-    Rebuilt when their content changes. The content (a CRC of ~1 MB, copied off the GPU first) is
-    only looked at when a buffer is another tensor or was modified in place since the last call."""
+    The content (a CRC of ~1 MB, copied off the GPU first) is only read when a buffer is another
+    tensor or was modified in place (its version counter moved) since the last call."""
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._seen: tuple = ()
-        self._tables: _Tables | None = None
-
-    def _unchanged(self, tensors: tuple[Tensor, ...]) -> bool:
-        return len(self._seen) == len(tensors) and all(
-            t is seen and version is not None and (version, t.data_ptr()) == (_version(t), ptr)
-            for t, (seen, version, ptr) in zip(tensors, self._seen, strict=True)
-        )
+        self._key, self._stamps, self._tables = None, (), None
 
     def get(self, cdf: Tensor, cdf_length: Tensor, offset: Tensor) -> _Tables:
         if offset.numel() == 0:
             raise RuntimeError("entropy model tables are empty: run update() first")
-        tensors = (cdf, cdf_length, offset)
-        if self._tables is not None and self._unchanged(tensors):
+        stamps = tuple(_stamp(t) for t in (cdf, cdf_length, offset))  # holding them keeps ids unique
+        if self._tables is not None and _same(stamps, self._stamps):
             return self._tables
-        key = tuple((tuple(t.shape), zlib.crc32(t.detach().cpu().contiguous().numpy())) for t in tensors)
+        key = tuple((tuple(t.shape), zlib.crc32(t.detach().cpu().contiguous().numpy())) for t, *_ in stamps)
         if key != self._key:
             self._tables, self._key = _Tables.build(cdf, cdf_length, offset), key
-        self._seen = tuple((t, _version(t), t.data_ptr()) for t in tensors)  # holds them: ids stay unique
+        self._stamps = stamps
         return self._tables
 
 
