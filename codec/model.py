@@ -260,17 +260,19 @@ class _Positions:
             self._on_device[device] = torch.from_numpy(self.host).to(device)
         return self._on_device[device]
 
-    def gather(self, *tensors: Tensor) -> list[np.ndarray]:
-        """Each (B, C, h, w) tensor's coded elements as float64 numpy (B, n)."""
+    def gather(self, *tensors: Tensor, torch_ops: bool | None = None) -> list[np.ndarray]:
+        """Each (B, C, h, w) tensor's coded elements as float64 numpy (B, n).
+
+        ``torch_ops`` (default: off the CPU) picks them with torch on the tensors' device."""
         flat = [t.reshape(t.shape[0], -1).to(torch.float64) for t in tensors]
-        if flat[0].device.type == "cpu":
+        if not (flat[0].device.type != "cpu" if torch_ops is None else torch_ops):
             return [np.take(f.numpy(), self.host, axis=1) for f in flat]
         picked = torch.stack(flat).index_select(2, self._index(flat[0].device))
         return list(picked.cpu().numpy())
 
-    def scatter(self, values: np.ndarray, like: Tensor) -> Tensor:
+    def scatter(self, values: np.ndarray, like: Tensor, torch_ops: bool | None = None) -> Tensor:
         """(B, n) values at the coded elements of a float64 zero tensor shaped and placed like ``like``."""
-        if like.device.type == "cpu":
+        if not (like.device.type != "cpu" if torch_ops is None else torch_ops):
             out = np.zeros((like.shape[0], self.numel))
             out[:, self.host] = values
             return torch.from_numpy(out).view(like.shape)

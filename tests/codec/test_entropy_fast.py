@@ -344,3 +344,25 @@ def test_model_payloads_match_the_per_image_reference(
             alone, alone_y_hat = codec.compress(latent[b : b + 1], aux[b : b + 1], quality)
             assert alone == strings[b : b + 1]
             assert torch.allclose(alone_y_hat, y_hat[b : b + 1], rtol=0, atol=1e-12)
+
+
+def test_step_positions_move_the_same_values_with_numpy_and_torch() -> None:
+    """The GPU path (torch gather/scatter on the tensors' device), run here on the CPU."""
+    from codec.latent import four_step_masks
+    from codec.model import _Positions
+
+    g = torch.Generator().manual_seed(0)
+    pair = torch.randn(2, 16, 3, 5, generator=g, dtype=torch.float64)
+    means, scales = pair.chunk(2, 1)  # views, as the parameter network's output
+    y = torch.randn(2, 8, 3, 5, generator=g)
+    for k, mask in enumerate(four_step_masks(8, 3, 5, torch.device("cpu"), torch.float64)):
+        positions = _Positions(mask)
+        host = positions.gather(y, scales, means, torch_ops=False)
+        on_device = positions.gather(y, scales, means, torch_ops=True)
+        picked = mask[0].bool()
+        for h, d, t in zip(host, on_device, (y, scales, means), strict=True):
+            assert np.array_equal(h, d) and np.array_equal(h, t.double()[:, picked].numpy()), k
+        values = np.random.default_rng(k).normal(size=host[0].shape)
+        a, b = (positions.scatter(values, means, torch_ops=flag) for flag in (False, True))
+        assert torch.equal(a, b) and a.shape == means.shape and a.dtype == torch.float64
+        assert torch.equal(a[:, picked], torch.from_numpy(values)) and not a[:, ~picked].any()
