@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec import flow
-from codec.autoencoder import ElicAnalysis, build_vae, decode_latent
+from codec.autoencoder import build_vae, decode_latent
 from codec.config import CodecConfig
 from codec.dit import build_dit, build_prompter
+from codec.elic import ElicAnalysis
 from codec.fastconv import use_gemm_convs
 from codec.latent import (
     CONTEXT_MODULES,
