@@ -2,9 +2,10 @@
 
 * ``models``: ``EntropyBottleneck`` (factorized prior of the hyper-latent ``z``) and
   ``GaussianConditional`` (``y`` given its scales and means), CompressAI layout.
-* ``coding``: the range coder over their integer CDF tables (escapes, index guard, stream check)
-  and the step-by-step ``GaussianStreamEncoder``/``GaussianStreamDecoder``; the only module that
-  imports ``constriction``.
+* ``coding``: the step-by-step ``GaussianStreamEncoder``/``GaussianStreamDecoder`` (one image or a
+  batch per step) and the index guard.
+* ``rangecoder``: the range-coder core under both: integer CDF tables and their cache, grouping by
+  (image, table), escapes, stream check; the only module that imports ``constriction``.
 """
 
 from codec.entropy.coding import CDF_PRECISION as CDF_PRECISION

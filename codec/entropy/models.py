@@ -6,7 +6,8 @@
   integer tables chosen by ``sigma`` (scale table 0.11..256, log-spaced).
 
 Parameter and buffer names and shapes follow the released checkpoint (CompressAI layout), so the
-release maps onto these modules key for key. The coder itself lives in ``codec.entropy.coding``.
+release maps onto these modules key for key. The coder itself lives in ``codec.entropy.coding``
+(the Gaussian streams) over ``codec.entropy.rangecoder`` (the range-coder core).
 """
 
 from __future__ import annotations
@@ -19,18 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from codec.entropy.coding import (
-    GaussianStreamDecoder,
-    GaussianStreamEncoder,
-    _finite_numpy,
-    _pack_cdfs,
-    _quantized_cdf,
-    _Reader,
-    _representable,
-    _TableCache,
-    _Tables,
-    _Writer,
-)
+from codec.entropy.coding import GaussianStreamDecoder, GaussianStreamEncoder, _finite_numpy, _representable
+from codec.entropy.rangecoder import _pack_cdfs, _quantized_cdf, _Reader, _TableCache, _Tables, _Writer
 
 __all__ = ["EntropyBottleneck", "GaussianConditional", "LowerBound", "default_scale_table"]
 
@@ -211,7 +202,9 @@ class EntropyBottleneck(nn.Module):
             raise ValueError(f"expected z of shape (B, {self.channels}, H, W), got {tuple(z.shape)}")
         tables = self._tables()
         medians = self._medians().detach().to(z.device, z.dtype).view(1, -1, 1, 1)
-        q = _finite_numpy(torch.round(z - medians), "z").reshape(z.shape[0], -1)
+        # z - medians in z's dtype, as before; rounding (half to even, as torch.round) on the float64
+        # host copy: exact, and no torch op on a busy CPU, where torch's thread pool may cost ms
+        q = np.rint(_finite_numpy(z - medians, "z")).reshape(z.shape[0], -1)
         idx = np.repeat(np.arange(self.channels), z.shape[2] * z.shape[3])
         strings = []
         for item in q:

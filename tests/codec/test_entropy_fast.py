@@ -26,7 +26,8 @@ from codec.entropy import (
     GaussianStreamEncoder,
     scale_indexes,
 )
-from codec.entropy.coding import _levels, _Reader, _Writer
+from codec.entropy.coding import _levels
+from codec.entropy.rangecoder import _Reader, _Writer
 from codec.errors import FormatError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
