@@ -166,11 +166,18 @@ def test_eight_simulated_gpus_commit_every_input_once(runs, s3_store) -> None:
     assert {r["attempt"] for r in rows} == {1}
 
 
-def test_ray_ran_eight_encoder_actors_and_each_got_work(runs, s3_store) -> None:
+def test_ray_ran_eight_encoder_actors_and_the_work_spread_over_them(runs, s3_store) -> None:
+    """Eight actors alive at once, one per simulated GPU, and the rows spread over them.
+
+    Not every actor is sure to get rows: Ray Data hands each block to the least busy actor (ties in a
+    fixed order), so when the read stage trickles blocks out slower than the actors encode them (a
+    loaded 2-core machine), the first actors take everything; docs/BENCHMARKS.md. A clean-clone CI
+    run on a loaded VM saw 6 of 8 GPU ids with rows. Hence: at least half of them."""
     assert runs["most"] == GPUS and len(runs["pids"]) == GPUS  # one actor per GPU, none restarted
     location = open_location(runs["dests"][0], s3_store.storage_options)
     per_gpu = Counter(r["gpu"] for r in read_manifests(location).to_pylist())
-    assert sorted(per_gpu) == [f"sim-gpu:{i}" for i in range(GPUS)], per_gpu  # every GPU id has rows
+    assert set(per_gpu) <= {f"sim-gpu:{i}" for i in range(GPUS)}, per_gpu  # only the Ray GPU ids
+    assert len(per_gpu) >= GPUS // 2, per_gpu
     assert sum(per_gpu.values()) == ITEMS
     assert len(ArchiveLayout(location).manifest_paths()) >= ITEMS // 4
 
