@@ -330,6 +330,4 @@ class Codec:
     @torch.no_grad()
     def decode_pixels(self, latent_hat: torch.Tensor) -> torch.Tensor:
         """x_hat (B, 3, 32h, 32w) in [-1, 1] from the flow's scaled latent (B, C, h, w), by the tile plan."""
-        latent = latent_hat / self.config.vae.scaling_factor
-        x_hat = autoencoder.decode_latent(self.model.vae, latent, self.tiled_decode, **self._decode_options())
-        return x_hat.clamp(-1, 1)
+        return self.model.decode_pixels(latent_hat, self.tiled_decode, **self._decode_options())
