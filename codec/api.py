@@ -182,9 +182,18 @@ class Codec:
         # the decoder's DiT step replays a CUDA graph per shape on a GPU (codec.graphs); eager elsewhere
         self._dit_step = GraphCache(self._synthesize, name="DiT step")
         self._dit_step.enabled = self._dit_step.enabled and self.device.type == "cuda" and cuda_graphs
-        if compile:  # in place: parameter names (and so the model id) stay as they are
-            self.model.vae.encoder.compile(dynamic=False)
-            self.model.vae.decoder.compile(dynamic=False)
+        # compile: the DC-AE encoder and decoder in channels-last memory format through torch.compile,
+        # in place (parameter names, and so the model id, stay as they are); on a GPU the compiled
+        # decoder is also replayed from a CUDA graph per latent shape, all shapes in one memory pool,
+        # where twice the decode plan's estimate fits the memory budget (autoencoder.fits_graphed).
+        # At 1024² on an H200 (tools/dcae_variants.py): 35 ms compiled, 30 channels-last, 23 graphed.
+        self._vae_decoder: GraphCache | None = None
+        if compile:
+            for part in (self.model.vae.encoder, self.model.vae.decoder):
+                part.to(memory_format=torch.channels_last)
+                part.compile(dynamic=False)
+            if self.device.type == "cuda" and cuda_graphs:
+                self._vae_decoder = GraphCache(self._run_vae_decoder, name="DC-AE decoder", share_pool=True)
 
     @property
     def config(self) -> CodecConfig:
@@ -330,4 +339,13 @@ class Codec:
     @torch.no_grad()
     def decode_pixels(self, latent_hat: torch.Tensor) -> torch.Tensor:
         """x_hat (B, 3, 32h, 32w) in [-1, 1] from the flow's scaled latent (B, C, h, w), by the tile plan."""
-        return self.model.decode_pixels(latent_hat, self.tiled_decode, **self._decode_options())
+        options = self._decode_options()
+        decoder = self._vae_decoder
+        if decoder is not None:  # graphs hold ~2x the working set: only where that fits the budget
+            plan = autoencoder.plan_for(self.model.vae, latent_hat, self.tiled_decode, **options)
+            budget = options["budget_bytes"] or autoencoder.default_budget_bytes(self.device)
+            decoder = decoder if autoencoder.fits_graphed(plan, budget) else None
+        return self.model.decode_pixels(latent_hat, self.tiled_decode, decoder=decoder, **options)
+
+    def _run_vae_decoder(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.model.vae.decoder(latent.contiguous(memory_format=torch.channels_last))

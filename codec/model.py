@@ -315,9 +315,11 @@ class DiTIC(nn.Module):
         velocity = self.DiT(mean, encoder_hidden_states=condition, timestep=t, return_dict=False)[0]
         return flow.one_step(mean, heads["scale"], velocity, heads["res"], self.cfg.flow), velocity
 
-    def decode_pixels(self, latent_hat: Tensor, tiled: bool | None = None, **budget) -> Tensor:  # noqa: ANN003
-        """x_hat in [-1, 1] from the flow's scaled latent; ``budget``: ``decode_latent``'s memory options."""
-        return decode_latent(self.vae, latent_hat / self.cfg.vae.scaling_factor, tiled, **budget).clamp(-1, 1)
+    def decode_pixels(self, latent_hat: Tensor, tiled: bool | None = None, **options) -> Tensor:  # noqa: ANN003
+        """x_hat in [-1, 1] from the flow's scaled latent; ``options``: ``decode_latent``'s (memory budget,
+        a stand-in decoder)."""
+        latent = latent_hat / self.cfg.vae.scaling_factor
+        return decode_latent(self.vae, latent, tiled, **options).clamp(-1, 1)
 
     # --- training ------------------------------------------------------------------------------
     def forward(self, x: Tensor, quality: int | Tensor = 1) -> ForwardOutput:

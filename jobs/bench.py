@@ -147,17 +147,20 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def _peak(device: str, fn) -> tuple[object, float]:  # noqa: ANN001
+def _peak(device: str, fn) -> tuple[object, float, float]:  # noqa: ANN001
+    """fn's result and its peak GPU memory in GiB: allocated (live tensors), and reserved. Reserved also
+    counts the CUDA-graph pools, whose working memory a replay uses without allocating it, and what
+    earlier sizes left in them: it is the process's footprint, the figure to hold against a budget."""
     import torch
 
     if not device.startswith("cuda"):
-        return fn(), float("nan")
+        return fn(), float("nan"), float("nan")
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     result = fn()
     torch.cuda.synchronize()
-    return result, torch.cuda.max_memory_allocated() / 2**30
+    return result, torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
 
 
 def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[str, float]:  # noqa: ANN001
@@ -184,16 +187,32 @@ def _dc_ae_memory(codec, latent_hat, header) -> dict:  # noqa: ANN001
 
     plan = codec.decode_plan(header.width, header.height)
     row = {"decode_plan": plan.describe(), "dc_ae_est_gib": plan.estimated_bytes / 2**30}
-    if codec.device.type == "cuda":
+    if codec.device.type != "cuda":
+        return row
+    # a graph replay allocates nothing: measure the plan's working set with the decoder's graphs off
+    # (same compiled kernels, same tensors), and report the graph pool that holds it beside
+    graphs = getattr(codec, "_vae_decoder", None)
+    enabled = graphs is not None and graphs.enabled
+    if graphs is not None:
+        graphs.enabled = False
+    try:
         torch.cuda.synchronize()
         resident = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         codec.decode_pixels(latent_hat)
         torch.cuda.synchronize()
-        used = torch.cuda.max_memory_allocated() - resident
-        per_call_px = plan.per_call * plan.tile[0] * plan.tile[1] * 32**2
-        row |= {"dc_ae_peak_gib": used / 2**30, "resident_gib": resident / 2**30,
-                "dc_ae_bytes_per_px": used / per_call_px}  # fmt: skip
+    finally:
+        if graphs is not None:
+            graphs.enabled = enabled
+    used = torch.cuda.max_memory_allocated() - resident
+    per_call_px = plan.per_call * plan.tile[0] * plan.tile[1] * 32**2
+    row |= {"dc_ae_peak_gib": used / 2**30, "resident_gib": resident / 2**30,
+            "dc_ae_bytes_per_px": used / per_call_px}  # fmt: skip
+    if graphs is not None and graphs.pool is not None:
+        pool = tuple(graphs.pool)
+        held = sum(seg["total_size"] for seg in torch.cuda.memory_snapshot()
+                   if tuple(seg.get("segment_pool_id", ())) == pool)  # fmt: skip
+        row["dc_ae_graph_pool_gib"] = held / 2**30
     return row
 
 
@@ -227,12 +246,12 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
 
 def _bench_point(codec, images: list, quality: int, clock: _Clock, args, device: str) -> dict:  # noqa: ANN001
     batch = len(images)
-    encoded, enc_peak = _peak(
+    encoded, enc_peak, enc_reserved = _peak(
         device, lambda: _timed(clock, codec.encode_items, (images, quality), args.warmup, args.repeats)
     )
     items, enc_times = encoded
     payloads = [it.payload for it in items]
-    decoded, dec_peak = _peak(
+    decoded, dec_peak, dec_reserved = _peak(
         device, lambda: _timed(clock, codec.decode_items, (payloads,), args.warmup, args.repeats)
     )
     dec_items, dec_times = decoded
@@ -246,6 +265,7 @@ def _bench_point(codec, images: list, quality: int, clock: _Clock, args, device:
         "enc_entropy_ms": statistics.mean(it.entropy_ms for it in items),
         "dec_entropy_ms": statistics.mean(it.entropy_ms for it in dec_items),
         "enc_peak_gib": enc_peak, "dec_peak_gib": dec_peak,
+        "enc_reserved_gib": enc_reserved, "dec_reserved_gib": dec_reserved,
         "bpp": statistics.mean(it.bpp for it in items),
     }  # fmt: skip
     if batch == 1 and not args.no_stages:
@@ -415,7 +435,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
 COLUMNS = [("model", "model"), ("dtype", "dtype"), ("size", None), ("batch", "batch"),
            ("enc ms p50", "enc_ms_p50"), ("dec ms p50", "dec_ms_p50"), ("dec ms p99", "dec_ms_p99"),
            ("enc img/s", "enc_images_s"), ("dec img/s", "dec_images_s"),
-           ("entropy+heads / DiT / DC-AE ms", None), ("peak GiB enc/dec", None)]  # fmt: skip
+           ("entropy+heads / DiT / DC-AE ms", None), ("peak GiB enc/dec", None),
+           ("reserved GiB enc/dec", None)]  # fmt: skip
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -430,8 +451,10 @@ def markdown_table(rows: list[dict]) -> str:
             elif title.startswith("entropy"):
                 parts = [r.get(k) for k in ("entropy_heads_ms", "dit_ms", "vae_decode_ms")]
                 cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
-            elif title.startswith("peak"):
-                cells.append(f"{r['enc_peak_gib']:.2f} / {r['dec_peak_gib']:.2f}")
+            elif title.startswith(("peak", "reserved")):
+                kind = title.split()[0]
+                enc, dec = r.get(f"enc_{kind}_gib", float("nan")), r.get(f"dec_{kind}_gib", float("nan"))
+                cells.append(f"{enc:.2f} / {dec:.2f}")
             else:
                 v = r[key]
                 cells.append(f"{v:.1f}" if isinstance(v, float) else str(v))
@@ -445,6 +468,8 @@ def _plan_notes(rows: list[dict]) -> str:
     for r in (r for r in rows if "decode_plan" in r):
         measured = (f", measured {r['dc_ae_peak_gib']:.2f} GiB ({r['dc_ae_bytes_per_px']:.0f} B/px) over "
                     f"{r['resident_gib']:.2f} GiB resident") if "dc_ae_peak_gib" in r else ""  # fmt: skip
+        if "dc_ae_graph_pool_gib" in r:
+            measured += f"; its CUDA-graph pool holds {r['dc_ae_graph_pool_gib']:.2f} GiB"
         notes.append(f"- {r['model']} {r['dtype']} DC-AE decode: {r['decode_plan']}{measured}")
     return "\n" + "\n".join(notes) + "\n" if notes else ""
 

@@ -16,6 +16,7 @@ from codec.autoencoder import (
     TilePlan,
     decode_latent,
     decoder_bytes_per_pixel,
+    fits_graphed,
     plan_decode,
     plan_for,
     run_plan,
@@ -98,6 +99,15 @@ def test_strips_at_2048_where_they_fit_and_the_whole_image_where_it_fits():
     assert at_2048.decoded_pixels == 2 * 36 * 64 * 32**2  # 12.5% recomputed, vs 125% for 3x3 tiles of 32
     assert at_4096.tiled and at_4096.estimated_bytes <= 4 * GIB
     assert _plan((64, 64), 8.0).tiles == 1  # the whole 2048² decode fits 8 GiB
+
+
+def test_graphs_only_where_twice_the_plan_fits_the_budget():
+    """A CUDA graph's pool holds ~2x the decoder's working set: 1024² is graphed under the default 4 GiB,
+    a 2048² strip (est. ~2.3 GiB) is not; 8 GiB graphs the strips again."""
+    at_1024, at_2048 = _plan((32, 32), 4.0), _plan((64, 64), 4.0)
+    assert fits_graphed(at_1024, 4 * GIB) and at_1024.estimated_bytes > 1 * GIB
+    assert not fits_graphed(at_2048, 4 * GIB) and at_2048.estimated_bytes <= 4 * GIB
+    assert fits_graphed(at_2048, 8 * GIB) and not fits_graphed(at_1024, at_1024.estimated_bytes * 1.5)
 
 
 def test_pieces_share_calls_when_the_budget_holds_several():
