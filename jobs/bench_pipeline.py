@@ -1,0 +1,131 @@
+"""``ditic bench --mode pipeline``: the real compress job (``pipeline.job``) with a discarding sink over
+a set of JPEG crops written for the run, beside the codec-only rate measured in the same process before
+and after it (steady state and whole run, over 1..N GPUs or simulated ones). ``jobs.bench`` holds the
+command line, the codec mode and the shared timing and reporting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jobs.bench import DTYPES, _Clock, _parse_sizes, _pct, _photo_paths, _photos, _timed
+
+
+# --- the photo set and the codec-only reference -----------------------------------------------
+def _write_photo_set(paths: list[Path], width: int, height: int, n: int, folder: Path) -> None:
+    """n distinct JPEGs of width x height: random cover-crops and flips of the photos (item i's crop
+    depends on i alone). Written by a thread pool: Pillow releases the GIL while it resizes and encodes,
+    and a 6,000-image set would otherwise take a minute of the device's time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image, ImageOps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in paths]
+
+    def write(i: int) -> None:
+        rng = np.random.default_rng(i)
+        im = sources[i % len(sources)]
+        scale = rng.uniform(1.0, 1.5)
+        big = ImageOps.fit(im, (int(width * scale), int(height * scale)))
+        x, y = rng.integers(0, big.width - width + 1), rng.integers(0, big.height - height + 1)
+        crop = big.crop((int(x), int(y), int(x) + width, int(y) + height))
+        if rng.random() < 0.5:
+            crop = ImageOps.mirror(crop)
+        crop.save(folder / f"img{i:06d}.jpg", quality=92)
+
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        list(pool.map(write, range(n)))
+
+
+def _codec_only_ms(args: argparse.Namespace, device: str, size: tuple[int, int], batch: int) -> list[float]:
+    """Batch times (ms) of ``Codec.encode_items`` alone, in this process, after the warm-up."""
+    import torch
+
+    from codec.api import load_codec
+
+    dtype_name = args.dtypes.split(",")[0].strip()
+    codec = load_codec(
+        args.model, device=device, dtype=getattr(torch, DTYPES[dtype_name]), allow_untrained=True
+    )
+    # uint8 arrays, as the pipeline's actors get them from the read stage
+    images = [np.asarray(im) for im in _photos(_photo_paths(args.images), size[0], size[1], batch)]
+    quality = args.quality or max(codec.qualities)
+    _, times = _timed(_Clock(device), codec.encode_items, (images, quality), args.warmup, args.repeats)
+    del codec
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the pipeline's actors get the card to themselves
+    return times
+
+
+def bench_pipeline(args: argparse.Namespace, device: str) -> list[dict]:
+    """The compress pipeline into a discarding sink, beside the codec alone at the same batch size on
+    the same device: end-to-end / codec-only images/s.
+
+    The codec-only rate is measured in this process twice, before and after the pipeline run (the
+    card's clocks and the host's load drift over a minute), and the reference is the median over both
+    sets of timed batches; the two halves are reported too."""
+    import tempfile
+
+    from pipeline.job import CompressOptions, measure_throughput
+
+    rows = []
+    for width, height in _parse_sizes(args.sizes):
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            dtype_name = args.dtypes.split(",")[0].strip()
+            before = _codec_only_ms(args, device, (width, height), batch)
+            with tempfile.TemporaryDirectory() as tmp:
+                _write_photo_set(_photo_paths(args.images), width, height, args.items, Path(tmp))
+                options = CompressOptions(
+                    source=tmp, model=args.model, quality=args.quality, batch_size=batch,
+                    num_actors=args.num_actors, gpus_per_actor=args.gpus_per_actor,
+                    actor_threads=args.actor_threads, device=device,
+                    dtype=DTYPES[dtype_name], progress=False, simulate_gpus=args.simulate_gpus,
+                    allow_untrained=True,  # as the codec-only reference (ditic-official: random weights)
+                )  # fmt: skip
+                result = measure_throughput(options)
+            after = _codec_only_ms(args, device, (width, height), batch)
+            codec_only = 1e3 * batch / _pct(before + after, 50)
+            stats = result.pop("ray_stats", "")
+            share = args.gpus_per_actor if device.startswith("cuda") or args.simulate_gpus else 0.0
+            print(f"Ray Data stages ({width}x{height}, batch {batch}):\n{stats}", flush=True)
+            row = dict(result, model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
+                       gpus_per_actor=share,
+                       codec_only_images_s=codec_only,
+                       codec_only_before_images_s=1e3 * batch / _pct(before, 50),
+                       codec_only_after_images_s=1e3 * batch / _pct(after, 50),
+                       end_to_end_over_codec_only=result["end_to_end_images_per_s"] / codec_only,
+                       steady_over_codec_only=result["steady_images_per_s"] / codec_only)  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+# --- reporting ---------------------------------------------------------------------------------
+def _actors(row: dict) -> str:
+    share = row.get("gpus_per_actor", 1.0)
+    return f"{row['actors']} × {share:g} GPU" if share else f"{row['actors']} (CPU)"
+
+
+def pipeline_table(rows: list[dict]) -> str:
+    head = (
+        "| model | dtype | size | batch | actors × GPUs each | items | wall s (start-up included) "
+        "| end-to-end img/s "
+        "| steady-state img/s | codec in pipeline img/s | codec-only img/s | end-to-end / codec-only "
+        "| steady / codec-only |\n|" + " --- |" * 13
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['dtype']} | {r['width']}x{r['height']} | {r['batch']} "
+            f"| {_actors(r)} "
+            f"| {r['items']} | {r['wall_s']:.1f} | {r['end_to_end_images_per_s']:.1f} "
+            f"| {r['steady_images_per_s']:.1f} | {r['codec_images_per_s']:.1f} "
+            f"| {r['codec_only_images_s']:.1f} "
+            f"| {r['end_to_end_over_codec_only']:.2f} | {r['steady_over_codec_only']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
