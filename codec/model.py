@@ -13,8 +13,8 @@ import copy
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,6 +34,9 @@ from codec.latent import (
     heads_from_config,
     pad_to_multiple,
 )
+
+if TYPE_CHECKING:
+    from codec.entropy.coding import StepPositions
 
 __all__ = ["DiTIC", "LatentCodec", "ForwardOutput", "distillation_loss", "LATENT_STRIDE", "PAD_MULTIPLE"]
 
@@ -127,7 +130,10 @@ class LatentCodec(nn.Module):
         return EntropyPath({name: getattr(self, name) for name in CONTEXT_MODULES})
 
     def entropy_path64(self) -> EntropyPath:
-        """A float64 copy of the entropy-parameter path, rebuilt whenever the weights change."""
+        """A float64 copy of the entropy-parameter path, rebuilt whenever the weights change (unless
+        ``freeze_entropy_path`` pinned it)."""
+        if self.__dict__.get("_path64_frozen"):
+            return self.__dict__["_path64"][1]
         params = [t for name in CONTEXT_MODULES for t in getattr(self, name).parameters()]
         key = tuple((t.data_ptr(), t._version, t.device) for t in params)
         cached = self.__dict__.get("_path64")
@@ -137,6 +143,12 @@ class LatentCodec(nn.Module):
             path.use_cuda_graphs()  # replayed only where its inputs are on a GPU
             self.__dict__["_path64"] = cached = (key, path)
         return cached[1]
+
+    def freeze_entropy_path(self) -> None:
+        """Build the float64 path now and keep it whatever happens to the weights (inference): the
+        originals of ``CONTEXT_MODULES`` may then leave the device, as ``Codec`` does."""
+        self.entropy_path64()
+        self.__dict__["_path64_frozen"] = True
 
     def analysis(self, latent: Tensor, aux: Tensor, quality: int | Tensor) -> tuple[Tensor, Tensor]:
         """(y, z): y at 1/64 (gained), z at 1/256 from y replicate-padded to a multiple of 4."""
@@ -177,13 +189,15 @@ class LatentCodec(nn.Module):
         return out
 
     # --- coding --------------------------------------------------------------------------------
-    def _positions(self, k: int, mask: Tensor) -> _Positions:
+    def _positions(self, k: int, mask: Tensor) -> StepPositions:
+        from codec.entropy.coding import StepPositions
+
         cache = self.__dict__.setdefault("_step_positions", {})
         key = (k, tuple(mask.shape))
         if key not in cache:
             if len(cache) >= 32:  # a few image sizes at a time; masks are cheap to recompute
                 cache.clear()
-            cache[key] = _Positions(mask)
+            cache[key] = StepPositions(mask)
         return cache[key]
 
     @torch.no_grad()
@@ -242,44 +256,6 @@ class LatentCodec(nn.Module):
         out = self.heads(y_hat.to(dtype), y_scales.to(dtype), quality)
         out["y_hat"] = y_hat
         return out
-
-
-class _Positions:
-    """The elements of y (flattened per image) that one context step codes, from its (1, C, h, w) mask.
-
-    Moves a step's tensors to the CPU coder and back: on a GPU the step's quarter of each tensor is
-    picked there and copied in one transfer; on the CPU numpy indexes the tensors' memory directly
-    (torch's thread pool costs more than this work on a loaded CPU)."""
-
-    def __init__(self, mask: Tensor):
-        self.host = np.flatnonzero(mask[0].reshape(-1).cpu().numpy())
-        self.numel = mask[0].numel()
-        self._on_device: dict[torch.device, Tensor] = {}
-
-    def _index(self, device: torch.device) -> Tensor:
-        if device not in self._on_device:
-            self._on_device[device] = torch.from_numpy(self.host).to(device)
-        return self._on_device[device]
-
-    def gather(self, *tensors: Tensor, torch_ops: bool | None = None) -> list[np.ndarray]:
-        """Each (B, C, h, w) tensor's coded elements as float64 numpy (B, n).
-
-        ``torch_ops`` (default: off the CPU) picks them with torch on the tensors' device."""
-        flat = [t.reshape(t.shape[0], -1).to(torch.float64) for t in tensors]
-        if not (flat[0].device.type != "cpu" if torch_ops is None else torch_ops):
-            return [np.take(f.numpy(), self.host, axis=1) for f in flat]
-        picked = torch.stack(flat).index_select(2, self._index(flat[0].device))
-        return list(picked.cpu().numpy())
-
-    def scatter(self, values: np.ndarray, like: Tensor, torch_ops: bool | None = None) -> Tensor:
-        """(B, n) values at the coded elements of a float64 zero tensor shaped and placed like ``like``."""
-        if not (like.device.type != "cpu" if torch_ops is None else torch_ops):
-            out = np.zeros((like.shape[0], self.numel))
-            out[:, self.host] = values
-            return torch.from_numpy(out).view(like.shape)
-        out = torch.zeros((like.shape[0], self.numel), dtype=torch.float64, device=like.device)
-        out.index_copy_(1, self._index(like.device), torch.from_numpy(values).to(like.device))
-        return out.view(like.shape)
 
 
 class DiTIC(nn.Module):
@@ -382,7 +358,7 @@ class DiTIC(nn.Module):
         if h < 1 or w < 1:
             raise ValueError(f"latent_shape must be positive, got {tuple(latent_shape)}")
         self.update()
-        param = next(self.parameters())
+        param = next(self.vae.decoder.parameters())  # on the device whatever a decode-only load left off
         return self.codec.decompress(strings, (h, w), quality, param.device, param.dtype)
 
     def _check_quality(self, quality: int) -> None:

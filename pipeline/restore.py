@@ -217,7 +217,8 @@ def extract_item(
     row = find_item(location, key)
     payload = read_payload(location, row)
     resolved = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    codec = load_codec(archive_model(location, model), device=resolved, dtype=torch.float32)
+    codec = load_codec(archive_model(location, model), device=resolved, dtype=torch.float32,
+                       decode_only=True)
     if max_pixels:
         codec.max_pixels = int(max_pixels)
     image = codec.decode([payload])[0].convert("RGB")

@@ -39,7 +39,9 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
-def _load(model: str, device: str | None, dtype: str, allow_untrained: bool = False) -> tuple[Any, str]:
+def _load(
+    model: str, device: str | None, dtype: str, allow_untrained: bool = False, decode_only: bool = False
+) -> tuple[Any, str]:
     import torch
 
     from codec.api import load_codec
@@ -48,7 +50,9 @@ def _load(model: str, device: str | None, dtype: str, allow_untrained: bool = Fa
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return load_codec(model, device=resolved, dtype=torch_dtype, allow_untrained=allow_untrained), resolved
+    codec = load_codec(model, device=resolved, dtype=torch_dtype, allow_untrained=allow_untrained,
+                       decode_only=decode_only)  # fmt: skip
+    return codec, resolved
 
 
 def _set_threads(threads: int | None) -> None:
@@ -230,7 +234,7 @@ class Decoder:
         cpu_threads: int | None = None, max_pixels: int | None = None,
     ) -> None:  # fmt: skip
         _set_threads(cpu_threads)
-        self.codec, self.device = _load(model, device, dtype)
+        self.codec, self.device = _load(model, device, dtype, decode_only=True)
         if max_pixels:  # payloads above it fail one by one, before any decoding
             self.codec.max_pixels = int(max_pixels)
 

@@ -43,7 +43,7 @@ def restore_video(container: str, out: str, storage_options: dict[str, Any] | No
     header = reader.header
     start, stop = _parse_frames(frames, reader.frame_count)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device in ("", "auto") else device
-    model_codec = load_codec(model, device=device, dtype=torch.float32)
+    model_codec = load_codec(model, device=device, dtype=torch.float32, decode_only=True)
     if model_codec.model_id != header.model_id:
         raise ModelMismatchError(f"{container} was encoded by model {header.model_id}; {model!r} is "
                                  f"{model_codec.model_id}: pass --model with the encoding model")  # fmt: skip

@@ -10,7 +10,8 @@ Speed: one stream per image, but the work around the coder runs once per batch a
 (``encode_batch``/``decode_batch``): no Python loop over symbols (guards aside, which real data
 almost never has) and no torch ops (on a busy CPU torch's thread pool costs more than this work).
 The range coder itself (tables, escapes, stream check) is ``codec.entropy.rangecoder``, the only
-module that imports ``constriction``.
+module that imports ``constriction``. ``StepPositions`` moves one context step's elements between the
+model's tensors and the coder.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from codec.entropy.rangecoder import CDF_PRECISION as CDF_PRECISION
 from codec.entropy.rangecoder import _read_symbols, _Reader, _Tables, _write_symbols, _Writer
 from codec.errors import FormatError
 
-__all__ = ["GaussianStreamEncoder", "GaussianStreamDecoder", "scale_indexes"]
+__all__ = ["GaussianStreamEncoder", "GaussianStreamDecoder", "StepPositions", "scale_indexes"]
 
 
 def _finite_numpy(x: Tensor, what: str) -> np.ndarray:
@@ -210,3 +211,41 @@ def _decode_rows(decoders: Sequence[GaussianStreamDecoder], scales: np.ndarray) 
     for d, row in zip(decoders, idx, strict=True):
         d._read_guards(row)
     return _read_symbols([d._reader for d in decoders], idx, first._tables)
+
+
+class StepPositions:
+    """The elements of y (flattened per image) that one context step codes, from its (1, C, h, w) mask.
+
+    Moves a step's tensors to the CPU coder and back: on a GPU the step's quarter of each tensor is
+    picked there and copied in one transfer; on the CPU numpy indexes the tensors' memory directly
+    (torch's thread pool costs more than this work on a loaded CPU)."""
+
+    def __init__(self, mask: Tensor):
+        self.host = np.flatnonzero(mask[0].reshape(-1).cpu().numpy())
+        self.numel = mask[0].numel()
+        self._on_device: dict[torch.device, Tensor] = {}
+
+    def _index(self, device: torch.device) -> Tensor:
+        if device not in self._on_device:
+            self._on_device[device] = torch.from_numpy(self.host).to(device)
+        return self._on_device[device]
+
+    def gather(self, *tensors: Tensor, torch_ops: bool | None = None) -> list[np.ndarray]:
+        """Each (B, C, h, w) tensor's coded elements as float64 numpy (B, n).
+
+        ``torch_ops`` (default: off the CPU) picks them with torch on the tensors' device."""
+        flat = [t.reshape(t.shape[0], -1).to(torch.float64) for t in tensors]
+        if not (flat[0].device.type != "cpu" if torch_ops is None else torch_ops):
+            return [np.take(f.numpy(), self.host, axis=1) for f in flat]
+        picked = torch.stack(flat).index_select(2, self._index(flat[0].device))
+        return list(picked.cpu().numpy())
+
+    def scatter(self, values: np.ndarray, like: Tensor, torch_ops: bool | None = None) -> Tensor:
+        """(B, n) values at the coded elements of a float64 zero tensor shaped and placed like ``like``."""
+        if not (like.device.type != "cpu" if torch_ops is None else torch_ops):
+            out = np.zeros((like.shape[0], self.numel))
+            out[:, self.host] = values
+            return torch.from_numpy(out).view(like.shape)
+        out = torch.zeros((like.shape[0], self.numel), dtype=torch.float64, device=like.device)
+        out.index_copy_(1, self._index(like.device), torch.from_numpy(values).to(like.device))
+        return out.view(like.shape)

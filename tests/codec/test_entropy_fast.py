@@ -349,15 +349,15 @@ def test_model_payloads_match_the_per_image_reference(
 
 def test_step_positions_move_the_same_values_with_numpy_and_torch() -> None:
     """The GPU path (torch gather/scatter on the tensors' device), run here on the CPU."""
+    from codec.entropy.coding import StepPositions
     from codec.latent import four_step_masks
-    from codec.model import _Positions
 
     g = torch.Generator().manual_seed(0)
     pair = torch.randn(2, 16, 3, 5, generator=g, dtype=torch.float64)
     means, scales = pair.chunk(2, 1)  # views, as the parameter network's output
     y = torch.randn(2, 8, 3, 5, generator=g)
     for k, mask in enumerate(four_step_masks(8, 3, 5, torch.device("cpu"), torch.float64)):
-        positions = _Positions(mask)
+        positions = StepPositions(mask)
         host = positions.gather(y, scales, means, torch_ops=False)
         on_device = positions.gather(y, scales, means, torch_ops=True)
         picked = mask[0].bool()

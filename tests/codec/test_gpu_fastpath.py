@@ -83,3 +83,16 @@ def test_graphed_dc_ae_decoder_is_exact_and_shares_one_pool(photos: list[np.ndar
     codec._vae_decoder.enabled = False  # the same compiled decoder, launched op by op
     plain = decode(big) + decode(small)
     assert all(np.array_equal(x, y) for x, y in zip(first, plain, strict=True))
+
+
+def test_decode_only_leaves_the_encoders_and_fp32_originals_off_the_gpu(photos: list[np.ndarray]) -> None:
+    full = load_codec("ditic-small", device="cuda")
+    payloads = full.encode(photos, 4)
+    expected = [np.asarray(im) for im in full.decode(payloads)]
+    assert next(full.model.codec.h_s.parameters()).device.type == "cpu"  # its float64 copy decodes
+    reader = load_codec("ditic-small", device="cuda", decode_only=True)
+    for part in (reader.model.vae.encoder, reader.model.aux_codec, reader.model.codec.g_a):
+        assert next(part.parameters()).device.type == "cpu"
+    assert next(reader.model.vae.decoder.parameters()).device.type == "cuda"
+    decoded = reader.decode(payloads)
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(decoded, expected, strict=True))

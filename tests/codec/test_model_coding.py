@@ -107,8 +107,13 @@ def test_index_guard_absorbs_tiny_scale_differences(tiny_model, images, monkeypa
     assert torch.equal(heads["y_hat"], y_hat_enc)
 
 
-def test_float64_path_follows_weight_updates(tiny_model):
-    model = tiny_model
+def test_float64_path_follows_weight_updates():
+    """In training the float64 path follows the weights (a loaded ``Codec`` pins it: test_decode_only)."""
+    from codec.config import get_config
+    from codec.model import DiTIC
+
+    torch.manual_seed(0)
+    model = DiTIC(get_config("ditic-test")).eval()
     first = model.codec.entropy_path64()
     assert model.codec.entropy_path64() is first
     weight = model.codec.g_c.block[3].weight
