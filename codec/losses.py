@@ -25,6 +25,7 @@ __all__ = [
     "rate_lambdas",
     "bits_per_pixel",
     "distillation_loss",
+    "latent_mse_loss",
     "psnr",
     "LossTerms",
     "RateDistortionLoss",
@@ -74,6 +75,17 @@ def distillation_loss(x0_hat: Tensor, y0: Tensor, margin: float = 0.5) -> Tensor
     return F.relu(1.0 - margin - cos).mean()
 
 
+def latent_mse_loss(x0_hat: Tensor, y0: Tensor) -> Tensor:
+    """MSE of x̂₀ to the clean latent y₀ relative to y₀'s mean square (scale-free; y₀ a constant).
+
+    Not in the release's objective: an option (``ditic train --latent-weight``) that supervises the
+    decoded latent's magnitude as well as its direction, which the cosine distillation leaves free."""
+    if x0_hat.shape != y0.shape:
+        raise ValueError(f"x0_hat {tuple(x0_hat.shape)} and y0 {tuple(y0.shape)} differ in shape")
+    target = y0.detach().float()
+    return (x0_hat.float() - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+
+
 def psnr(x: Tensor, x_hat: Tensor) -> Tensor:
     """PSNR in dB per sample of images in [-1, 1] (peak 2, i.e. the PSNR of the [0, 1] images).  # (B,)"""
     mse = (x.float() - x_hat.float().clamp(-1, 1)).pow(2).flatten(1).mean(dim=1)
@@ -104,6 +116,7 @@ class RateDistortionLoss(nn.Module):
         mse_weight: float = 1.0,
         perceptual_weight: float = 1.0,
         distill_weight: float = 0.05,
+        latent_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not lambdas:
@@ -115,6 +128,7 @@ class RateDistortionLoss(nn.Module):
         self.mse_weight = mse_weight
         self.perceptual_weight = perceptual_weight
         self.distill_weight = distill_weight
+        self.latent_weight = latent_weight  # 0: the release's objective; > 0 adds latent_mse_loss
         self.rate_scale = 1.0  # multiplies every λ_q: a training schedule may ramp the rate term in
 
     def distortion(self, x: Tensor, x_hat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -156,6 +170,10 @@ class RateDistortionLoss(nn.Module):
             distil = distillation_loss(out["latent_hat"], out["latent_clean"])
             loss = loss + self.distill_weight * distil
             parts["distill"] = distil.detach()
+        if quality is not None and self.latent_weight > 0 and out.get("latent_hat") is not None:
+            latent = latent_mse_loss(out["latent_hat"], out["latent_clean"])
+            loss = loss + self.latent_weight * latent
+            parts["latent_mse"] = latent.detach()
         p = psnr(x, x_hat.detach())
         parts["psnr"] = p.mean()
         return LossTerms(loss=loss, parts=parts, bpp=None if bpp is None else bpp.detach(), psnr=p)

@@ -63,6 +63,7 @@ class TrainOptions:
     perceptual: str = "vgg"  # vgg | alex | none
     perceptual_weight: float = 1.0
     distill_weight: float = 0.05
+    latent_weight: float = 0.0
     gan_weight: float = 0.5
     distill: bool = True
     variance_guidance: bool = True
@@ -303,6 +304,9 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--lambda-ramp", type=float, default=d.lambda_ramp,
       help="fraction of the schedule, from the end of stage A, over which λ rises linearly from 0 "
            "(lets the decoder learn to use bits before the rate term squeezes them; 0: off)")  # fmt: skip
+    a("--latent-weight", type=float, default=d.latent_weight,
+      help="weight of the decoded latent's relative MSE to the clean latent in stages B/C (not in the "
+           "release's objective; 0: off)")  # fmt: skip
     a("--perceptual", default=d.perceptual, choices=["vgg", "alex", "none"])
     a("--ema-decay", type=float, default=d.ema_decay)
     a("--seed", type=int, default=d.seed)

@@ -16,6 +16,7 @@ from codec.losses import (
     distillation_loss,
     hinge_d_loss,
     hinge_g_loss,
+    latent_mse_loss,
     psnr,
     rate_lambdas,
 )
@@ -91,6 +92,21 @@ def test_rate_distortion_loss_uses_each_samples_lambda():
     assert float(terms.parts["distill"]) == pytest.approx(1.5)
     single = crit(x, _output(x, 0.5), 2)
     assert single.loss.item() == pytest.approx(mse + 0.5 + 0.075, rel=1e-5)
+
+
+def test_latent_mse_is_relative_to_the_target_and_off_by_default():
+    y0 = torch.full((1, 4, 2, 2), 2.0)
+    assert latent_mse_loss(y0 * 1.5, y0).item() == pytest.approx(0.25)  # (1.0)² / 2²
+    assert latent_mse_loss(y0 * 10, y0 * 10).item() == 0.0
+    x0 = torch.zeros(1, 4, 2, 2, requires_grad=True)
+    target = y0.clone().requires_grad_(True)
+    latent_mse_loss(x0, target).backward()
+    assert x0.grad is not None and target.grad is None
+    x = torch.zeros(2, 3, 4, 4)
+    plain = RateDistortionLoss([2.0, 0.5], distill_weight=0.0)(x, _output(x, 0.5), 1)
+    weighted = RateDistortionLoss([2.0, 0.5], distill_weight=0.0, latent_weight=0.5)(x, _output(x, 0.5), 1)
+    assert "latent_mse" not in plain.parts and float(weighted.parts["latent_mse"]) == pytest.approx(4.0)
+    assert weighted.loss.item() == pytest.approx(plain.loss.item() + 0.5 * 4.0, rel=1e-5)
 
 
 def test_autoencoder_mode_pays_no_rate():
