@@ -64,16 +64,15 @@ def _cast(model: DiTIC, dtype: torch.dtype) -> None:
 
 
 def _leave_off_device(model: DiTIC, decode_only: bool) -> None:
-    """Move to host memory the modules an inference codec never runs on its device: the originals of
-    the entropy-parameter path once its float64 copy is built and pinned (0.40 GiB of fp32 for
-    ditic-official), and with ``decode_only`` the encoders. They stay in the model (its state dict and
-    id are unchanged); on the CPU nothing moves."""
+    """Pin the float64 entropy-parameter path (built now, kept whatever happens to the weights); with
+    ``decode_only`` on a GPU, move to host memory what a decoder never runs there: the encoders (DC-AE
+    encoder, ELIC analysis, g_a, h_a) and the pinned path's fp32 originals, ~0.7 GiB for
+    ditic-official in bf16. They stay in the model: its state dict and id are unchanged."""
     model.codec.freeze_entropy_path()
-    if next(model.parameters()).device.type == "cpu":
+    if not decode_only or next(model.parameters()).device.type == "cpu":
         return
     parts = [getattr(model.codec, name) for name in CONTEXT_MODULES]
-    if decode_only:
-        parts += [model.vae.encoder, model.aux_codec, model.codec.g_a, model.codec.h_a]
+    parts += [model.vae.encoder, model.aux_codec, model.codec.g_a, model.codec.h_a]
     for part in parts:
         part.to("cpu")
 
@@ -116,8 +115,9 @@ def load_codec(
     through ``torch.compile`` (fused kernels; the first image of each size compiles for ~30 s, so it
     pays for long runs of one size, such as video frames or a benchmark). ``decode_memory_gib`` and
     ``decode_bytes_per_pixel``: the DC-AE decode's memory budget and its calibration (see ``Codec``).
-    ``decode_only`` leaves the encoders (DC-AE encoder, ELIC analysis, g_a, h_a) off the GPU, for
-    restore jobs: ~0.3 GiB less for ``ditic-official`` in bf16; encoding then raises ``DiticError``.
+    ``decode_only`` leaves the encoders (DC-AE encoder, ELIC analysis, g_a, h_a) and the fp32 originals
+    of the float64 entropy path off the GPU, for restore jobs: ~0.7 GiB less for ``ditic-official`` in
+    bf16; encoding then raises ``DiticError``.
     """
     name = str(name_or_path)
     embedded = EMBEDDED_WEIGHTS / f"{name}.safetensors"

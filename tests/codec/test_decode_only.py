@@ -1,6 +1,6 @@
-"""Inference codecs keep on their device only what they run: the float64 entropy-parameter path is
-pinned when a ``Codec`` loads, and ``decode_only`` codecs decode exactly what a full codec decodes but
-refuse to encode. (The moves to host memory happen on a GPU only: ``test_gpu_fastpath.py``.)"""
+"""A loaded ``Codec`` pins its float64 entropy-parameter path, and ``decode_only`` codecs decode exactly
+what a full codec decodes but refuse to encode. (Their moves of the encoders and the path's originals
+to host memory happen on a GPU only: ``test_gpu_fastpath.py``.)"""
 
 from __future__ import annotations
 

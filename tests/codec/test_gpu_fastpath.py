@@ -89,9 +89,10 @@ def test_decode_only_leaves_the_encoders_and_fp32_originals_off_the_gpu(photos: 
     full = load_codec("ditic-small", device="cuda")
     payloads = full.encode(photos, 4)
     expected = [np.asarray(im) for im in full.decode(payloads)]
-    assert next(full.model.codec.h_s.parameters()).device.type == "cpu"  # its float64 copy decodes
+    assert next(full.model.codec.h_s.parameters()).device.type == "cuda"
     reader = load_codec("ditic-small", device="cuda", decode_only=True)
-    for part in (reader.model.vae.encoder, reader.model.aux_codec, reader.model.codec.g_a):
+    model = reader.model
+    for part in (model.vae.encoder, model.aux_codec, model.codec.g_a, model.codec.h_s):
         assert next(part.parameters()).device.type == "cpu"
     assert next(reader.model.vae.decoder.parameters()).device.type == "cuda"
     decoded = reader.decode(payloads)
