@@ -112,7 +112,7 @@ def load_codec(
     warning); ``ditic-test`` is always seeded and untrained; ``ditic-official`` needs converted weights
     at ``codec/weights/ditic-official.safetensors`` (``ditic convert-official``) unless
     ``allow_untrained`` (random weights, for benchmarks). ``compile`` runs the DC-AE encoder and decoder
-    through ``torch.compile`` (fused kernels; the first image of each size compiles for ~30 s, so it
+    through ``torch.compile`` (fused kernels; the first image of each size compiles for ~15-20 s, so it
     pays for long runs of one size, such as video frames or a benchmark). ``decode_memory_gib`` and
     ``decode_bytes_per_pixel``: the DC-AE decode's memory budget and its calibration (see ``Codec``).
     ``decode_only`` leaves the encoders (DC-AE encoder, ELIC analysis, g_a, h_a) and the fp32 originals

@@ -23,6 +23,7 @@ less (~4 bf16 tensors: 1 KiB/px for ditic-official, inferred from two H200 peaks
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ def _axis_options(length: int, overlap: int) -> list[tuple[int, tuple[int, ...]]
         count += 1
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of hashable arguments: a decode loop plans once
 def plan_decode(
     latent_size: tuple[int, int],
     *,
