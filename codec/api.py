@@ -200,8 +200,9 @@ class Codec:
         self.tiled_decode: bool | None = None
         self.decode_memory_gib = decode_memory_gib
         self.decode_bytes_per_pixel = decode_bytes_per_pixel  # a measured value calibrates the estimate
-        # the decoder's DiT step replays a CUDA graph per shape on a GPU (codec.graphs); eager elsewhere
-        self._dit_step = GraphCache(self._synthesize, name="DiT step")
+        # the decoder's heads (g_s, scale, aux, prompt), prompter and DiT step replay one CUDA graph per
+        # shape on a GPU (codec.graphs); eager elsewhere. The heads alone were ~180 small launches.
+        self._dit_step = GraphCache(self.model.latent_from_y, name="heads and DiT step")
         self._dit_step.enabled = self._dit_step.enabled and self.device.type == "cuda" and cuda_graphs
         # compile: the DC-AE encoder and decoder in channels-last memory format through torch.compile,
         # in place (parameter names, and so the model id, stay as they are); on a GPU the compiled
@@ -291,10 +292,6 @@ class Codec:
             padded.append(image.pad(x, PAD_MULTIPLE)[0])
         return torch.cat(padded).to(self.dtype)
 
-    @torch.no_grad()
-    def _synthesize(self, mean: torch.Tensor, scale: torch.Tensor, res: torch.Tensor, prompt: torch.Tensor):  # noqa: ANN202
-        return self.model.synthesize({"mean": mean, "scale": scale, "res": res, "prompt": prompt})[0]
-
     # --- decoding ------------------------------------------------------------------------------
     def info(self, payload: bytes) -> bitstream.Header:
         """The payload's header, without decoding."""
@@ -335,8 +332,7 @@ class Codec:
         first = batch[0][0]
         latent_shape = (first.coded_height // PAD_MULTIPLE, first.coded_width // PAD_MULTIPLE)
         start = time.perf_counter()
-        heads = self.model.decompress_heads([s for _, s, _ in batch], latent_shape, first.quality)
-        latent_hat = self._dit_step(heads["mean"], heads["scale"], heads["res"], heads["prompt"])
+        latent_hat = self.latent_hat([s for _, s, _ in batch], latent_shape, first.quality)
         pixels = image.to_uint8(self.decode_pixels(latent_hat))
         total_ms = (time.perf_counter() - start) * 1e3
         entropy_ms = self.model.codec.coding_seconds * 1e3
@@ -347,6 +343,15 @@ class Codec:
             )
             out.append(DecodedItem(restored, (total_ms - entropy_ms) / len(batch), entropy_ms / len(batch)))
         return out
+
+    @torch.no_grad()
+    def latent_hat(
+        self, strings: list[list[bytes]], latent_shape: tuple[int, int], quality: int
+    ) -> torch.Tensor:
+        """Entropy decoding, then heads + DiT step (graphed on a GPU): the DC-AE's input, scaled."""
+        y_hat, y_scales = self.model.decompress_latent(strings, latent_shape, quality)
+        inverse = self.model.codec.inverse_gain_for(quality, y_hat.shape[0], y_hat.device, self.dtype)
+        return self._dit_step(y_hat.to(self.dtype), y_scales.to(self.dtype), inverse)
 
     # --- DC-AE decode within the memory budget ---------------------------------------------------
     def _decode_options(self) -> dict:

@@ -160,8 +160,19 @@ class LatentCodec(nn.Module):
 
     def heads(self, y_hat: Tensor, y_scales: Tensor, quality: int | Tensor) -> dict[str, Tensor]:
         gains = self._gains(quality, y_hat.shape[0], y_hat.device)
-        if gains is not None:
-            inverse = gains[1].to(y_hat.dtype)
+        return self.heads_with(y_hat, y_scales, None if gains is None else gains[1].to(y_hat.dtype))
+
+    def inverse_gain_for(self, quality: int, batch: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """(B, M, 1, 1) ``inverse_gain[q]`` for ``heads_with``; ones for a single-rate model (exact)."""
+        gains = self._gains(quality, batch, device)
+        if gains is None:
+            return torch.ones(batch, self.M, 1, 1, device=device, dtype=dtype)
+        return gains[1].to(device, dtype)
+
+    def heads_with(self, y_hat: Tensor, y_scales: Tensor, inverse: Tensor | None) -> dict[str, Tensor]:
+        """The heads from y_hat and its scales, un-gained by ``inverse`` (None: not gained). No host
+        synchronisation, so the decoder can replay it, with the DiT step, from one CUDA graph."""
+        if inverse is not None:
             y_hat, y_scales = y_hat * inverse, y_scales * inverse
         return {
             "mean": self.g_s(y_hat),
@@ -236,6 +247,18 @@ class LatentCodec(nn.Module):
         dtype: torch.dtype,
     ) -> dict[str, Tensor]:
         """The heads (mean, scale, res, prompt) and y_hat (float64) from per-image [z, y] strings."""
+        y_hat, y_scales = self.decompress_latent(strings, y_size, device)
+        out = self.heads(y_hat.to(dtype), y_scales.to(dtype), quality)
+        out["y_hat"] = y_hat
+        return out
+
+    @torch.no_grad()
+    def decompress_latent(
+        self, strings: list[list[bytes]], y_size: tuple[int, int], device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """Entropy decoding alone: (y_hat, the scale of each element of y), float64, still gained.
+
+        ``coding_seconds`` afterwards holds the time spent in the entropy coder."""
         from codec.entropy import GaussianStreamDecoder
 
         self.coding_seconds = 0.0
@@ -253,9 +276,7 @@ class LatentCodec(nn.Module):
         y_hat, y_scales = self.entropy_path64().run(z_hat.to(device, torch.float64), (h, w), decode)
         for coder in coders:
             self._timed(coder.finish)
-        out = self.heads(y_hat.to(dtype), y_scales.to(dtype), quality)
-        out["y_hat"] = y_hat
-        return out
+        return y_hat, y_scales
 
 
 class DiTIC(nn.Module):
@@ -351,6 +372,18 @@ class DiTIC(nn.Module):
         self, strings: list[list[bytes]], latent_shape: tuple[int, int], quality: int = 1
     ) -> dict[str, Tensor]:
         """Entropy decoding + heads only (mean, scale, res, prompt and the float64 y_hat)."""
+        y_hat, y_scales = self.decompress_latent(strings, latent_shape, quality)
+        dtype = self._decode_param().dtype
+        out = self.codec.heads(y_hat.to(dtype), y_scales.to(dtype), quality)
+        out["y_hat"] = y_hat
+        return out
+
+    @torch.no_grad()
+    def decompress_latent(
+        self, strings: list[list[bytes]], latent_shape: tuple[int, int], quality: int = 1
+    ) -> tuple[Tensor, Tensor]:
+        """Entropy decoding only: (y_hat, y's scales), float64, gained, on the decoder's device.
+        ``latent_from_y`` takes them on."""
         self._check_quality(quality)
         if not strings or any(len(s) != 2 for s in strings):
             raise ValueError("strings must be a non-empty list of [z string, y string] per image")
@@ -358,8 +391,16 @@ class DiTIC(nn.Module):
         if h < 1 or w < 1:
             raise ValueError(f"latent_shape must be positive, got {tuple(latent_shape)}")
         self.update()
-        param = next(self.vae.decoder.parameters())  # on the device whatever a decode-only load left off
-        return self.codec.decompress(strings, (h, w), quality, param.device, param.dtype)
+        return self.codec.decompress_latent(strings, (h, w), self._decode_param().device)
+
+    def latent_from_y(self, y_hat: Tensor, y_scales: Tensor, inverse: Tensor) -> Tensor:
+        """Heads -> prompter -> DiT step: x_hat_0 from y_hat and its scales in the model's dtype, and
+        ``inverse`` = ``codec.inverse_gain_for(q, ...)``. No host synchronisation: ``Codec`` replays it
+        from one CUDA graph."""
+        return self.synthesize(self.codec.heads_with(y_hat, y_scales, inverse))[0]
+
+    def _decode_param(self) -> Tensor:
+        return next(self.vae.decoder.parameters())  # on the device whatever a decode-only load left off
 
     def _check_quality(self, quality: int) -> None:
         if isinstance(quality, bool) or not isinstance(quality, int) or quality not in self.qualities:

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--items", type=int, default=512, help="pipeline mode: images in the generated set")
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DC-AE (codec mode)")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="codec mode: decode with a codec loaded decode_only (encoders off the GPU), "
+                        "loaded after the encoding codec is freed, so the decode peak is a decoder's alone")  # fmt: skip
     parser.add_argument("--tiled", action="store_true",
                         help="always decode the DC-AE by the budget's tile plan (4 GiB if none is set)")
     parser.add_argument("--decode-memory-gib", type=float, default=None, metavar="GIB",
@@ -165,17 +168,19 @@ def _peak(device: str, fn) -> tuple[object, float, float]:  # noqa: ANN001
 
 
 def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[str, float]:  # noqa: ANN001
-    """Median ms of the decode split for one payload: entropy decoding + heads, DiT step, DC-AE decode."""
+    """Median ms of the decode split for one payload, each stage as the codec runs it: entropy decoding,
+    heads + DiT step (one CUDA graph on a GPU), DC-AE decode."""
     from codec import bitstream
     from codec.model import PAD_MULTIPLE
 
     header, strings, _ = bitstream.unpack(payloads[0])
     shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
-    model = codec.model
-    split: dict[str, list[float]] = {"entropy_heads_ms": [], "dit_ms": [], "vae_decode_ms": []}
+    model, dtype = codec.model, codec.dtype
+    split: dict[str, list[float]] = {"entropy_ms": [], "heads_dit_ms": [], "vae_decode_ms": []}
     for _ in range(repeats):
-        heads, a = clock(model.decompress_heads, [strings], shape, header.quality)
-        (latent_hat, _), b = clock(model.synthesize, heads)
+        (y_hat, y_scales), a = clock(model.decompress_latent, [strings], shape, header.quality)
+        inverse = model.codec.inverse_gain_for(header.quality, 1, y_hat.device, dtype)
+        latent_hat, b = clock(codec._dit_step, y_hat.to(dtype), y_scales.to(dtype), inverse)
         _, c = clock(codec.decode_pixels, latent_hat)
         for key, ms in zip(split, (a, b, c), strict=True):
             split[key].append(ms)
@@ -220,54 +225,80 @@ def _dc_ae_memory(codec, latent_hat, header) -> dict:  # noqa: ANN001
 def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
     import torch
 
-    from codec.api import load_codec
-
     paths = _photo_paths(args.images)
     clock = _Clock(device)
     rows = []
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, DTYPES[dtype_name.strip()])
-        codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=args.compile,
-                           decode_memory_gib=args.decode_memory_gib,
-                           decode_bytes_per_pixel=args.decode_bytes_per_pixel)  # fmt: skip
-        codec.tiled_decode = True if args.tiled else None
+        points = [(w, h, int(b)) for w, h in _parse_sizes(args.sizes) for b in args.batch_sizes.split(",")]
+        codec = _load(args, device, dtype)
         quality = args.quality or max(codec.qualities)
-        for width, height in _parse_sizes(args.sizes):
-            for batch in (int(b) for b in args.batch_sizes.split(",")):
-                images = _photos(paths, width, height, batch)
-                row = _bench_point(codec, images, quality, clock, args, device)
-                row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        encoded = [
+            _bench_encode(codec, _photos(paths, w, h, b), quality, clock, args, device) for w, h, b in points
+        ]
+        if args.decode_only:  # free the encoding codec first: the decode peak is then a decoder's own
+            del codec
+            _empty_cache(device)
+            codec = _load(args, device, dtype, decode_only=True)
+        for (width, height, batch), (row, payloads) in zip(points, encoded, strict=True):
+            row.update(_bench_decode(codec, payloads, clock, args, device, width * height / 1e6))
+            row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
+                       decode_only=args.decode_only)  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
         del codec
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        _empty_cache(device)
     return rows
 
 
-def _bench_point(codec, images: list, quality: int, clock: _Clock, args, device: str) -> dict:  # noqa: ANN001
+def _load(args: argparse.Namespace, device: str, dtype, decode_only: bool = False):  # noqa: ANN001, ANN202
+    from codec.api import load_codec
+
+    codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=args.compile,
+                       decode_memory_gib=args.decode_memory_gib, decode_only=decode_only,
+                       decode_bytes_per_pixel=args.decode_bytes_per_pixel)  # fmt: skip
+    codec.tiled_decode = True if args.tiled else None
+    return codec
+
+
+def _empty_cache(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def _bench_encode(codec, images: list, quality: int, clock: _Clock, args, device: str) -> tuple[dict, list]:  # noqa: ANN001
+    """The encode columns of one point, and its payloads."""
     batch = len(images)
     encoded, enc_peak, enc_reserved = _peak(
         device, lambda: _timed(clock, codec.encode_items, (images, quality), args.warmup, args.repeats)
     )
     items, enc_times = encoded
-    payloads = [it.payload for it in items]
+    megapixels = images[0].width * images[0].height / 1e6
+    row = {
+        "enc_ms_p50": _pct(enc_times, 50) / batch, "enc_ms_p99": _pct(enc_times, 99) / batch,
+        "enc_images_s": 1e3 * batch / _pct(enc_times, 50),
+        "enc_mpx_s": 1e3 * batch * megapixels / _pct(enc_times, 50),
+        "enc_entropy_ms": statistics.mean(it.entropy_ms for it in items),
+        "enc_peak_gib": enc_peak, "enc_reserved_gib": enc_reserved,
+        "bpp": statistics.mean(it.bpp for it in items),
+    }  # fmt: skip
+    return row, [it.payload for it in items]
+
+
+def _bench_decode(codec, payloads: list[bytes], clock: _Clock, args, device: str, megapixels: float) -> dict:  # noqa: ANN001
+    batch = len(payloads)
     decoded, dec_peak, dec_reserved = _peak(
         device, lambda: _timed(clock, codec.decode_items, (payloads,), args.warmup, args.repeats)
     )
     dec_items, dec_times = decoded
-    megapixels = images[0].width * images[0].height / 1e6
     row = {
-        "enc_ms_p50": _pct(enc_times, 50) / batch, "enc_ms_p99": _pct(enc_times, 99) / batch,
         "dec_ms_p50": _pct(dec_times, 50) / batch, "dec_ms_p99": _pct(dec_times, 99) / batch,
-        "enc_images_s": 1e3 * batch / _pct(enc_times, 50), "dec_images_s": 1e3 * batch / _pct(dec_times, 50),
-        "enc_mpx_s": 1e3 * batch * megapixels / _pct(enc_times, 50),
+        "dec_images_s": 1e3 * batch / _pct(dec_times, 50),
         "dec_mpx_s": 1e3 * batch * megapixels / _pct(dec_times, 50),
-        "enc_entropy_ms": statistics.mean(it.entropy_ms for it in items),
         "dec_entropy_ms": statistics.mean(it.entropy_ms for it in dec_items),
-        "enc_peak_gib": enc_peak, "dec_peak_gib": dec_peak,
-        "enc_reserved_gib": enc_reserved, "dec_reserved_gib": dec_reserved,
-        "bpp": statistics.mean(it.bpp for it in items),
+        "dec_peak_gib": dec_peak, "dec_reserved_gib": dec_reserved,
     }  # fmt: skip
     if batch == 1 and not args.no_stages:
         row.update(_stages(codec, payloads, clock, args.repeats))
@@ -346,7 +377,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
 COLUMNS = [("model", "model"), ("dtype", "dtype"), ("size", None), ("batch", "batch"),
            ("enc ms p50", "enc_ms_p50"), ("dec ms p50", "dec_ms_p50"), ("dec ms p99", "dec_ms_p99"),
            ("enc img/s", "enc_images_s"), ("dec img/s", "dec_images_s"),
-           ("entropy+heads / DiT / DC-AE ms", None), ("peak GiB enc/dec", None),
+           ("entropy / heads+DiT / DC-AE ms", None), ("peak GiB enc/dec", None),
            ("reserved GiB enc/dec", None)]  # fmt: skip
 
 
@@ -362,7 +393,7 @@ def markdown_table(rows: list[dict]) -> str:
             if title == "size":
                 cells.append(f"{r['width']}x{r['height']}")
             elif title.startswith("entropy"):
-                parts = [r.get(k) for k in ("entropy_heads_ms", "dit_ms", "vae_decode_ms")]
+                parts = [r.get(k) for k in ("entropy_ms", "heads_dit_ms", "vae_decode_ms")]
                 cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
             elif title.startswith(("peak", "reserved")):
                 kind = title.split()[0]

@@ -1,0 +1,34 @@
+"""``ditic bench --mode codec`` on the CPU with the tiny ``ditic-test`` config: the rows it writes, the
+decode split, and ``--decode-only`` (a second, decode-only codec decodes what the first encoded)."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+
+
+@pytest.mark.parametrize("decode_only", [False, True])
+def test_codec_bench_writes_rows_with_the_decode_split(tmp_path, decode_only: bool) -> None:
+    argv = ["bench", "--mode", "codec", "--model", "ditic-test", "--sizes", "128x128,192x128",
+            "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1", "--device", "cpu", "--threads", "1",
+            "--out", str(tmp_path)] + (["--decode-only"] if decode_only else [])  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "bench-codec.json").read_text())
+    assert [(r["width"], r["height"], r["batch"]) for r in rows] == [
+        (128, 128, 1), (128, 128, 2), (192, 128, 1), (192, 128, 2)
+    ]  # fmt: skip
+    for r in rows:
+        assert r["decode_only"] is decode_only
+        assert r["bpp"] > 0 and r["enc_ms_p50"] > 0 and r["dec_ms_p50"] > 0
+        assert r["dec_ms_p99"] >= r["dec_ms_p50"] and r["dec_images_s"] > 0
+        split = [r.get(k) for k in ("entropy_ms", "heads_dit_ms", "vae_decode_ms")]
+        if r["batch"] == 1:  # the split is per image, one payload decoded stage by stage
+            assert all(v is not None and v > 0 for v in split)
+            assert sum(split) < 5 * r["dec_ms_p99"]  # the stages are parts of one decode, not more
+        else:
+            assert split == [None, None, None]
+    assert pq.read_table(tmp_path / "bench-codec.parquet").num_rows == 4
+    table = (tmp_path / "bench-codec.md").read_text()
+    assert "entropy / heads+DiT / DC-AE ms" in table and "| ditic-test | fp32 | 192x128 | 2 |" in table
