@@ -112,8 +112,8 @@ def load_codec(
     warning); ``ditic-test`` is always seeded and untrained; ``ditic-official`` needs converted weights
     at ``codec/weights/ditic-official.safetensors`` (``ditic convert-official``) unless
     ``allow_untrained`` (random weights, for benchmarks). ``compile`` runs the DC-AE encoder and decoder
-    through ``torch.compile`` (fused kernels; the first image of each size compiles for ~15-20 s, so it
-    pays for long runs of one size, such as video frames or a benchmark). ``decode_memory_gib`` and
+    and the DiT through ``torch.compile`` (fused kernels; the first image of each size compiles for
+    ~35-40 s on an H200, so it pays for long runs of one size, such as video frames or a benchmark). ``decode_memory_gib`` and
     ``decode_bytes_per_pixel``: the DC-AE decode's memory budget and its calibration (see ``Codec``).
     ``decode_only`` leaves the encoders (DC-AE encoder, ELIC analysis, g_a, h_a) and the fp32 originals
     of the float64 entropy path off the GPU, for restore jobs: ~0.7 GiB less for ``ditic-official`` in
@@ -209,12 +209,15 @@ class Codec:
         # decoder is also replayed from a CUDA graph per latent shape, all shapes in one memory pool,
         # where twice the decode plan's estimate fits the memory budget (autoencoder.fits_graphed).
         # At 1024² on an H200 (tools/dcae_variants.py): 35 ms compiled, 30 channels-last, 23 graphed.
+        # The DiT is compiled too (fused elementwise ops), inside the heads + DiT graph: 9.5 -> 6.6 ms
+        # at 1024², 28.8 -> 18.7 ms at 2048², 48.8 dB from the uncompiled step (tools/decode_split.py).
         self._vae_decoder: GraphCache | None = None
         if compile:
             vae = self.model.vae
             for part in (vae.decoder,) if decode_only else (vae.encoder, vae.decoder):
                 part.to(memory_format=torch.channels_last)
                 part.compile(dynamic=False)
+            self.model.DiT.compile(dynamic=False)
             if self.device.type == "cuda" and cuda_graphs:
                 self._vae_decoder = GraphCache(self._run_vae_decoder, name="DC-AE decoder", share_pool=True)
 
