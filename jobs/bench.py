@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DC-AE (codec mode)")
     parser.add_argument("--decode-only", action="store_true",
-                        help="codec mode: decode with a codec loaded decode_only (encoders off the GPU), "
-                        "loaded after the encoding codec is freed, so the decode peak is a decoder's alone")  # fmt: skip
+                        help="codec mode: decode with a decode_only codec (encoders off the GPU), loaded "
+                        "after the encoding codec is freed: the decode peak is a decoder's own")  # fmt: skip
     parser.add_argument("--tiled", action="store_true",
                         help="always decode the DC-AE by the budget's tile plan (4 GiB if none is set)")
     parser.add_argument("--decode-memory-gib", type=float, default=None, metavar="GIB",
@@ -165,6 +165,20 @@ def _peak(device: str, fn) -> tuple[object, float, float]:  # noqa: ANN001
     result = fn()
     torch.cuda.synchronize()
     return result, torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
+
+
+def _steady_peak(device: str, fn) -> float:  # noqa: ANN001
+    """Peak allocated GiB of one more call, after warm-up: without the first call's compiling and graph
+    capture (``dec_peak_gib`` includes them), i.e. what a long restore job holds image after image."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**30
 
 
 def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[str, float]:  # noqa: ANN001
@@ -299,6 +313,7 @@ def _bench_decode(codec, payloads: list[bytes], clock: _Clock, args, device: str
         "dec_mpx_s": 1e3 * batch * megapixels / _pct(dec_times, 50),
         "dec_entropy_ms": statistics.mean(it.entropy_ms for it in dec_items),
         "dec_peak_gib": dec_peak, "dec_reserved_gib": dec_reserved,
+        "dec_steady_peak_gib": _steady_peak(device, lambda: codec.decode_items(payloads)),
     }  # fmt: skip
     if batch == 1 and not args.no_stages:
         row.update(_stages(codec, payloads, clock, args.repeats))
@@ -377,7 +392,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
 COLUMNS = [("model", "model"), ("dtype", "dtype"), ("size", None), ("batch", "batch"),
            ("enc ms p50", "enc_ms_p50"), ("dec ms p50", "dec_ms_p50"), ("dec ms p99", "dec_ms_p99"),
            ("enc img/s", "enc_images_s"), ("dec img/s", "dec_images_s"),
-           ("entropy / heads+DiT / DC-AE ms", None), ("peak GiB enc/dec", None),
+           ("entropy / heads+DiT / DC-AE ms", None), ("peak GiB enc/dec", None), ("steady dec GiB", None),
            ("reserved GiB enc/dec", None)]  # fmt: skip
 
 
@@ -395,6 +410,8 @@ def markdown_table(rows: list[dict]) -> str:
             elif title.startswith("entropy"):
                 parts = [r.get(k) for k in ("entropy_ms", "heads_dit_ms", "vae_decode_ms")]
                 cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
+            elif title.startswith("steady"):
+                cells.append(f"{r.get('dec_steady_peak_gib', float('nan')):.2f}")
             elif title.startswith(("peak", "reserved")):
                 kind = title.split()[0]
                 enc, dec = r.get(f"enc_{kind}_gib", float("nan")), r.get(f"dec_{kind}_gib", float("nan"))
