@@ -113,8 +113,9 @@ def load_codec(
     at ``codec/weights/ditic-official.safetensors`` (``ditic convert-official``) unless
     ``allow_untrained`` (random weights, for benchmarks). ``compile`` runs the DC-AE encoder and decoder
     and the DiT through ``torch.compile`` (fused kernels; the first image of each size compiles for
-    ~35-40 s on an H200, so it pays for long runs of one size, such as video frames or a benchmark). ``decode_memory_gib`` and
-    ``decode_bytes_per_pixel``: the DC-AE decode's memory budget and its calibration (see ``Codec``).
+    ~35-40 s on an H200, so it pays for long runs of one size, such as video frames or a benchmark).
+    ``decode_memory_gib`` and ``decode_bytes_per_pixel``: the DC-AE decode's memory budget and its
+    calibration (see ``Codec``).
     ``decode_only`` leaves the encoders (DC-AE encoder, ELIC analysis, g_a, h_a) and the fp32 originals
     of the float64 entropy path off the GPU, for restore jobs: ~0.7 GiB less for ``ditic-official`` in
     bf16; encoding then raises ``DiticError``.
