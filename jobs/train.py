@@ -69,6 +69,7 @@ class TrainOptions:
     variance_guidance: bool = True
     prompter: bool = True
     freeze_encoder: bool = True
+    freeze_decoder: bool = False  # B/C keep stage A's DC-AE decoder: the codec must reach its latent
     ema_decay: float = 0.999
     grad_clip: float = 4.0
     seed: int = 0
@@ -307,6 +308,9 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--latent-weight", type=float, default=d.latent_weight,
       help="weight of the decoded latent's relative MSE to the clean latent in stages B/C (not in the "
            "release's objective; 0: off)")  # fmt: skip
+    a("--freeze-decoder", action="store_true",
+      help="stages B/C keep the DC-AE decoder as stage A left it, so the latent codec and DiT must "
+           "reach the latent it decodes, not the decoder adapt to theirs (not the release's)")  # fmt: skip
     a("--perceptual", default=d.perceptual, choices=["vgg", "alex", "none"])
     a("--ema-decay", type=float, default=d.ema_decay)
     a("--seed", type=int, default=d.seed)

@@ -146,14 +146,17 @@ class Trainer:
         return min(1.0, max(0.0, (self.progress() - self.opts.stage_a) / self.opts.lambda_ramp))
 
     def _enter(self, stage: str) -> None:
-        """Switch which parameters train: A = DC-AE; B/C = all but the (optionally) frozen encoder."""
+        """Switch which parameters train: A = DC-AE; B/C = all but the (optionally) frozen encoder/decoder."""
         self.stage, self.stage_start = stage, self.step
         self.model.requires_grad_(stage != "A")
         self.model.aux_codec.requires_grad_(False)  # its features enter detached (codec/model.py)
         if stage == "A":
             self.model.vae.requires_grad_(True)
-        elif self.opts.freeze_encoder:
-            self.model.vae.encoder.requires_grad_(False)
+        else:
+            if self.opts.freeze_encoder:
+                self.model.vae.encoder.requires_grad_(False)
+            if self.opts.freeze_decoder:
+                self.model.vae.decoder.requires_grad_(False)
         self.trainable = [
             p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith("quantiles")
         ]

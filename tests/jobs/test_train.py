@@ -200,3 +200,20 @@ def test_adversarial_stage_updates_generator_and_discriminator(photos: Path, tmp
     assert {"gan_g", "gan_d", "perceptual", "bpp", "distill"} <= set(row)
     assert row["gan_d"] > 0 and row["skipped"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(disc_before, trainer.disc.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("freeze_decoder", [False, True])
+def test_stage_b_freezes_the_decoder_only_when_asked(photos: Path, tmp_path: Path, freeze_decoder: bool):
+    trainer = Trainer(_opts(photos, tmp_path, stage="B", steps=1, freeze_decoder=freeze_decoder))
+    vae = trainer.model.vae
+    decoder = [p.detach().clone() for p in vae.decoder.parameters()]
+    encoder = [p.detach().clone() for p in vae.encoder.parameters()]
+    head = [p.detach().clone() for p in trainer.model.codec.g_s.parameters()]
+    assert trainer.fit()["step"] == 1
+
+    def moved(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+        return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+    assert moved(decoder, vae.decoder) is not freeze_decoder
+    assert not moved(encoder, vae.encoder)  # frozen in B by default, either way
+    assert moved(head, trainer.model.codec.g_s)
