@@ -158,7 +158,7 @@ class STLPIPS(nn.Module):
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # any unpickling failure means a bad file
             raise CheckpointError(f"cannot read ST-LPIPS weights {path}: {e}") from e
-        state = {_rename(k): v.float() for k, v in state.items()}
+        state = {_rename(k): v.float() for k, v in _dequantize(state).items()}
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
@@ -194,17 +194,43 @@ class STLPIPS(nn.Module):
         return self.distance(self.features(x0), self.features(x1))
 
 
+INT8_SCALE = ".int8_scale"  # key suffix of the per-output-channel scale of an int8 weight
+
+
 def save_weights(net: NetName, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     """A compact ``.safetensors`` copy of ``net``'s weights in ``dtype`` (VGG: 59 MB -> 29 MB in
-    float16), for machines without the ``stlpips-pytorch`` package; point ``DITIC_STLPIPS_DIR`` at
-    its folder (name it ``<net>_shift_tolerant.safetensors``). Loading upcasts to float32; float16
-    weights move distances by ~1e-4, fine for a training loss, not for reporting."""
+    float16, 15 MB in int8), for machines without the ``stlpips-pytorch`` package; point
+    ``DITIC_STLPIPS_DIR`` at its folder (name it ``<net>_shift_tolerant.safetensors``). Loading
+    upcasts to float32. ``torch.int8`` stores each convolution weight symmetrically quantized per
+    output channel (float16 scales; everything else float16). Distances move by ~1e-4 in float16
+    and by more in int8 (tests/codec/test_perceptual.py bounds both): fine for a training loss, not
+    for reporting."""
     from safetensors.torch import save_file
 
-    state = {k: v.to(dtype).contiguous() for k, v in STLPIPS(net).state_dict().items()}
+    state = {}
+    for k, v in STLPIPS(net).state_dict().items():
+        if dtype == torch.int8 and k.startswith("stages.") and k.endswith(".weight") and v.dim() == 4:
+            scale = v.abs().amax(dim=(1, 2, 3)).clamp(min=1e-12) / 127
+            state[k] = torch.round(v / scale[:, None, None, None]).clamp(-127, 127).to(torch.int8)
+            state[k + INT8_SCALE] = scale.half()
+        else:
+            state[k] = v.to(torch.float16 if dtype == torch.int8 else dtype).contiguous()
     path = Path(path)
     save_file(state, str(path), metadata={"what": f"ST-LPIPS-{net}", "source": "stlpips-pytorch 0.0.2"})
     return path
+
+
+def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Int8 weights written by ``save_weights(..., torch.int8)`` back to float32; others unchanged."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(INT8_SCALE):
+            continue
+        scale = state.get(key + INT8_SCALE)
+        if scale is not None:
+            value = value.float() * scale.float().view(-1, *([1] * (value.dim() - 1)))
+        out[key] = value
+    return out
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

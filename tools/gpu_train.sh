@@ -4,10 +4,11 @@
 #   tools/gpu_train.sh MINUTES        MINUTES = the whole call's budget: install, load, train, export,
 #                                     evaluate and copy out all fit in it.
 # Here, before the device call (once):
-#   python tools/pack_carry.py --data ../shared/data/train       -> .carry/train, .carry/stlpips{,-alex}
+#   python tools/pack_carry.py --data ../shared/data/train --int8-vgg  -> .carry/train, .carry/stlpips{,-alex}
 #   DIFFUSERS_VERSION=0.35.2 ../shared/device/make-bundle.sh .bundle
 # Device call: carry [".bundle/install.sh", ".bundle/wheels", ".carry/train", ".carry/stlpips",
-#                     ".carry/stlpips-alex"]  (~50 MiB), command: bash tools/gpu_train.sh 8.5
+#                     ".carry/stlpips-alex"]  (~61 MiB with the ~28 MB tree: the int8 VGG is what
+#                     fits; the fp16 one does not), command: bash tools/gpu_train.sh 8.5
 # A second call continues the run: SCHEDULE_MIN=15 RESUME=1 bash tools/gpu_train.sh 8.5
 #   (on the still-warm machine runs/gpu/state is there at full precision; on a fresh one, carry the
 #   first call's state slimmed to 20 MiB as .carry/state instead of stlpips-alex: docs/TRAINING.md).
@@ -35,7 +36,7 @@ else
   PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH
-[ -f .carry/stlpips/vgg_shift_tolerant.pth ] && export DITIC_STLPIPS_DIR="$PWD/.carry/stlpips"
+ls .carry/stlpips/vgg_shift_tolerant.* >/dev/null 2>&1 && export DITIC_STLPIPS_DIR="$PWD/.carry/stlpips"
 PY=${PYTHON:-python3}
 CONFIG=${CONFIG:-ditic-small}
 DATA=${DATA:-.carry/train}

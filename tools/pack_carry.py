@@ -7,6 +7,9 @@
   (evaluation) weights of the installed ``stlpips-pytorch``, cast to fp16 (59 + 10 MB become
   28 + 5 MB); ``codec.perceptual`` reads them through ``DITIC_STLPIPS_DIR`` and casts back to fp32
   on load. Apart, so a run that must travel light (a cold resume) can leave Alex behind.
+  ``--int8-vgg`` writes the VGG weights as int8 instead (``codec.perceptual.save_weights``: 15 MB, a
+  quarter of the original; distances within 0.5 %): the tree grew to ~28 MB, and bundle + photos +
+  fp16 VGG no longer fit the cap beside it, int8 VGG does (~57 MiB in all).
 
     python tools/pack_carry.py --data ../shared/data/train      # never the dev set
 """
@@ -53,12 +56,21 @@ def main() -> int:
     p.add_argument("--out", default=".carry", help="where to write train/ and stlpips/")
     p.add_argument("--max-side", type=int, default=1280)
     p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--int8-vgg", action="store_true", help="VGG weights in int8 (15 MB) instead of fp16")
     args = p.parse_args()
     if "/dev" in str(Path(args.data).resolve()):
         raise SystemExit("refusing to train on a dev set: pass the training folder")
     out = Path(args.out)
     photos = pack_photos(args.data, out / "train", args.max_side, args.quality)
-    vgg = pack_perceptual("vgg", out / "stlpips")
+    if args.int8_vgg:
+        from codec.perceptual import save_weights
+
+        for old in (out / "stlpips").glob("vgg_shift_tolerant.*"):
+            old.unlink()
+        (out / "stlpips").mkdir(parents=True, exist_ok=True)
+        vgg = save_weights("vgg", out / "stlpips" / "vgg_shift_tolerant.safetensors", torch.int8).stat().st_size
+    else:
+        vgg = pack_perceptual("vgg", out / "stlpips")
     alex = pack_perceptual("alex", out / "stlpips-alex")
     print(
         f"{out}/train: {photos / 2**20:.1f} MiB; {out}/stlpips (VGG): {vgg / 2**20:.1f} MiB; "

@@ -108,3 +108,24 @@ def test_compact_half_precision_copy(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with torch.no_grad():
         compact = STLPIPS("alex")(load(case["x0"]), load(case["x1"])).item()
     assert compact == pytest.approx(case["alex"], rel=2e-3)
+
+
+def test_int8_copy_stays_close_as_a_training_loss(tmp_path: Path) -> None:
+    """The int8 VGG copy (what a GPU run carries under the 64 MiB cap): a quarter of the file,
+    distances within 0.5 % of the reference, and input gradients pointing the same way."""
+    path = save_weights("vgg", tmp_path / "vgg_shift_tolerant.safetensors", torch.int8)
+    assert path.stat().st_size < 0.3 * weights_path("vgg").stat().st_size
+    full, small = STLPIPS("vgg"), STLPIPS("vgg", weights=path)
+    for name in ("fruits_jpeg_q10", "fruits_shift_1px", "butterfly_noise"):
+        case = REFERENCE["pairs"][name]
+        with torch.no_grad():
+            got = small(load(case["x0"]), load(case["x1"])).item()
+        assert got == pytest.approx(case["vgg"], rel=5e-3), name
+    case = REFERENCE["pairs"]["fruits_jpeg_q10"]
+    grads = []
+    for model in (full, small):
+        x1 = load(case["x1"]).requires_grad_(True)
+        model(load(case["x0"]), x1).sum().backward()
+        grads.append(x1.grad.flatten())
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.98
+    assert float(grads[1].norm() / grads[0].norm()) == pytest.approx(1.0, abs=0.02)
