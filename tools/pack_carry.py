@@ -68,7 +68,8 @@ def main() -> int:
         for old in (out / "stlpips").glob("vgg_shift_tolerant.*"):
             old.unlink()
         (out / "stlpips").mkdir(parents=True, exist_ok=True)
-        vgg = save_weights("vgg", out / "stlpips" / "vgg_shift_tolerant.safetensors", torch.int8).stat().st_size
+        path = save_weights("vgg", out / "stlpips" / "vgg_shift_tolerant.safetensors", torch.int8)
+        vgg = path.stat().st_size
     else:
         vgg = pack_perceptual("vgg", out / "stlpips")
     alex = pack_perceptual("alex", out / "stlpips-alex")
