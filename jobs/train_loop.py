@@ -216,6 +216,9 @@ class Trainer:
             group["lr"] = self.opts.lr * self.lr_factor()
         x, q = self._batch()
         self.criterion.rate_scale = self.rate_scale()
+        a_weight = self.opts.stage_a_perceptual_weight
+        stage_a = self.stage == "A" and a_weight is not None
+        self.criterion.perceptual_weight = a_weight if stage_a else self.opts.perceptual_weight
         with self._autocast():
             out = self._forward(x, q)
             terms = self.criterion(x, out, q)

@@ -217,3 +217,13 @@ def test_stage_b_freezes_the_decoder_only_when_asked(photos: Path, tmp_path: Pat
     assert moved(decoder, vae.decoder) is not freeze_decoder
     assert not moved(encoder, vae.encoder)  # frozen in B by default, either way
     assert moved(head, trainer.model.codec.g_s)
+
+
+def test_stage_a_can_train_on_mse_alone_while_b_keeps_the_perceptual_term(photos: Path, tmp_path: Path):
+    opts = _opts(photos, tmp_path, steps=2, stage_a=0.5, perceptual="alex", stage_a_perceptual_weight=0.0)
+    Trainer(opts).fit()
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    by_stage = {row["stage"]: row for row in rows if "stage" in row and "loss" in row}
+    assert set(by_stage) == {"A", "B"}
+    assert "perceptual" not in by_stage["A"] and by_stage["A"]["loss"] == pytest.approx(by_stage["A"]["mse"])
+    assert by_stage["B"]["perceptual"] > 0
