@@ -35,24 +35,9 @@ from codec.api import load_codec  # noqa: E402
 from codec.graphs import GraphCache  # noqa: E402
 from codec.metrics import psnr  # noqa: E402
 from codec.model import PAD_MULTIPLE  # noqa: E402
+from tools.profile_codec import _median_ms  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "photos"
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _ms(fn, repeats: int) -> float:  # noqa: ANN001
-    times = []
-    for _ in range(repeats):
-        _sync()
-        start = time.perf_counter()
-        fn()
-        _sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def split(codec, payload: bytes, repeats: int) -> dict[str, float]:  # noqa: ANN001
@@ -79,7 +64,7 @@ def split(codec, payload: bytes, repeats: int) -> dict[str, float]:  # noqa: ANN
         for fn in stages.values():  # warm-up: captures, compiles
             fn()
             fn()
-        row = {name: _ms(fn, repeats) for name, fn in stages.items()}
+        row = {name: _median_ms(fn, repeats, warmup=0) for name, fn in stages.items()}
         coder = []
         for _ in range(repeats):
             model.decompress_latent([strings], shape, q)
