@@ -120,10 +120,17 @@ def test_local_stack_listens_on_loopback_only_and_keeps_its_secret_private(short
         assert up.returncode == 0, up.stderr + (state / "ray.log").read_text()[-3000:]
         secret = re.search(r"AWS_SECRET_ACCESS_KEY=(\S+)", (state / "env.sh").read_text())[1]
         assert stat.S_IMODE((state / "env.sh").stat().st_mode) == 0o600
-        roots = [int((state / "weed.pid").read_text())]
-        roots += [pid for pid in descendants([1]) if str(state / "ray") in cmdline(pid)]
-        processes = descendants(roots)
-        sockets = listening(processes)
+        # `up` returns once the services answer; a few of their servers open their ports a moment
+        # later (a CI run once saw 4 of the 5+), so look again for up to 30 s before judging
+        deadline = time.monotonic() + 30
+        while True:
+            roots = [int((state / "weed.pid").read_text())]
+            roots += [pid for pid in descendants([1]) if str(state / "ray") in cmdline(pid)]
+            processes = descendants(roots)
+            sockets = listening(processes)
+            if (len(roots) >= 3 and len(sockets) >= 5) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert len(roots) >= 3 and len(sockets) >= 5, (roots, sockets)  # weed, GCS, raylet at least
         assert not _not_loopback(sockets)
         assert not [cmdline(pid) for pid in processes if secret in cmdline(pid)]
