@@ -282,22 +282,29 @@ def _empty_cache(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _columns(
+    kind: str, times: list[float], items: list, megapixels: float, peak: float, reserved: float
+) -> dict:
+    """One direction's columns (``kind`` = enc or dec): per-image latency p50/p99, images/s and
+    megapixels/s of the batch, the entropy coder's ms per image, peak and reserved GiB."""
+    batch, p50 = len(items), _pct(times, 50)
+    return {
+        f"{kind}_ms_p50": p50 / batch, f"{kind}_ms_p99": _pct(times, 99) / batch,
+        f"{kind}_images_s": 1e3 * batch / p50, f"{kind}_mpx_s": 1e3 * batch * megapixels / p50,
+        f"{kind}_entropy_ms": statistics.mean(it.entropy_ms for it in items),
+        f"{kind}_peak_gib": peak, f"{kind}_reserved_gib": reserved,
+    }  # fmt: skip
+
+
 def _bench_encode(codec, images: list, quality: int, clock: _Clock, args, device: str) -> tuple[dict, list]:  # noqa: ANN001
     """The encode columns of one point, and its payloads."""
-    batch = len(images)
     encoded, enc_peak, enc_reserved = _peak(
         device, lambda: _timed(clock, codec.encode_items, (images, quality), args.warmup, args.repeats)
     )
     items, enc_times = encoded
     megapixels = images[0].width * images[0].height / 1e6
-    row = {
-        "enc_ms_p50": _pct(enc_times, 50) / batch, "enc_ms_p99": _pct(enc_times, 99) / batch,
-        "enc_images_s": 1e3 * batch / _pct(enc_times, 50),
-        "enc_mpx_s": 1e3 * batch * megapixels / _pct(enc_times, 50),
-        "enc_entropy_ms": statistics.mean(it.entropy_ms for it in items),
-        "enc_peak_gib": enc_peak, "enc_reserved_gib": enc_reserved,
-        "bpp": statistics.mean(it.bpp for it in items),
-    }  # fmt: skip
+    row = _columns("enc", enc_times, items, megapixels, enc_peak, enc_reserved)
+    row["bpp"] = statistics.mean(it.bpp for it in items)
     return row, [it.payload for it in items]
 
 
@@ -307,14 +314,8 @@ def _bench_decode(codec, payloads: list[bytes], clock: _Clock, args, device: str
         device, lambda: _timed(clock, codec.decode_items, (payloads,), args.warmup, args.repeats)
     )
     dec_items, dec_times = decoded
-    row = {
-        "dec_ms_p50": _pct(dec_times, 50) / batch, "dec_ms_p99": _pct(dec_times, 99) / batch,
-        "dec_images_s": 1e3 * batch / _pct(dec_times, 50),
-        "dec_mpx_s": 1e3 * batch * megapixels / _pct(dec_times, 50),
-        "dec_entropy_ms": statistics.mean(it.entropy_ms for it in dec_items),
-        "dec_peak_gib": dec_peak, "dec_reserved_gib": dec_reserved,
-        "dec_steady_peak_gib": _steady_peak(device, lambda: codec.decode_items(payloads)),
-    }  # fmt: skip
+    row = _columns("dec", dec_times, dec_items, megapixels, dec_peak, dec_reserved)
+    row["dec_steady_peak_gib"] = _steady_peak(device, lambda: codec.decode_items(payloads))
     if batch == 1 and not args.no_stages:
         row.update(_stages(codec, payloads, clock, args.repeats))
     return row
