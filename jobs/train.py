@@ -309,6 +309,9 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--latent-weight", type=float, default=d.latent_weight,
       help="weight of the decoded latent's relative MSE to the clean latent in stages B/C (not in the "
            "release's objective; 0: off)")  # fmt: skip
+    a("--train-encoder", dest="freeze_encoder", action="store_false",
+      help="stages B/C also train the DC-AE encoder, so its latent adapts to what the latent codec can "
+           "code (default: frozen, as the release, which starts from a pretrained DC-AE)")  # fmt: skip
     a("--freeze-decoder", action="store_true",
       help="stages B/C keep the DC-AE decoder as stage A left it, so the latent codec and DiT must "
            "reach the latent it decodes, not the decoder adapt to theirs (not the release's)")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from helpers import write_small_photos
 
 from codec.weights import canonical_state_dict
-from jobs.train import TrainOptions, export_state, export_trainer
+from jobs.train import TrainOptions, add_arguments, export_state, export_trainer, options_from_args
 from jobs.train_loop import Trainer, stage_at
 
 
@@ -202,9 +203,12 @@ def test_adversarial_stage_updates_generator_and_discriminator(photos: Path, tmp
     assert any(not torch.equal(a, b) for a, b in zip(disc_before, trainer.disc.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("freeze_decoder", [False, True])
-def test_stage_b_freezes_the_decoder_only_when_asked(photos: Path, tmp_path: Path, freeze_decoder: bool):
-    trainer = Trainer(_opts(photos, tmp_path, stage="B", steps=1, freeze_decoder=freeze_decoder))
+@pytest.mark.parametrize(("freeze_encoder", "freeze_decoder"), [(True, False), (True, True), (False, False)])
+def test_stage_b_freezes_the_encoder_and_decoder_only_when_asked(
+    photos: Path, tmp_path: Path, freeze_encoder: bool, freeze_decoder: bool
+):
+    frozen = {"freeze_encoder": freeze_encoder, "freeze_decoder": freeze_decoder}
+    trainer = Trainer(_opts(photos, tmp_path, stage="B", steps=1, **frozen))
     vae = trainer.model.vae
     decoder = [p.detach().clone() for p in vae.decoder.parameters()]
     encoder = [p.detach().clone() for p in vae.encoder.parameters()]
@@ -215,8 +219,15 @@ def test_stage_b_freezes_the_decoder_only_when_asked(photos: Path, tmp_path: Pat
         return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
 
     assert moved(decoder, vae.decoder) is not freeze_decoder
-    assert not moved(encoder, vae.encoder)  # frozen in B by default, either way
+    assert moved(encoder, vae.encoder) is not freeze_encoder  # frozen in B by default
     assert moved(head, trainer.model.codec.g_s)
+
+
+def test_train_encoder_flag_unfreezes_the_encoder():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from_args(parser.parse_args(["--data", "x"])).freeze_encoder is True
+    assert options_from_args(parser.parse_args(["--data", "x", "--train-encoder"])).freeze_encoder is False
 
 
 def test_stage_a_can_train_on_mse_alone_while_b_keeps_the_perceptual_term(photos: Path, tmp_path: Path):

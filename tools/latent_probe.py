@@ -1,0 +1,136 @@
+"""How fast the latent codec alone learns to code a fixed DC-AE latent (issue 4's stage-B question).
+
+    python tools/latent_probe.py CHECKPOINT --data ../shared/data/train --steps 600 [--lr 1e-3] ...
+
+Stage B ends at ~20 dB on training crops in every arm of session 6 (docs/TRAINING.md), whatever
+stage A's autoencoder reached (up to 28 dB): the decoded latent's relative error stays near 0.2, and
+that error is the loss. This probe isolates that part: the checkpoint's DC-AE encoder and ELIC
+features are computed once for a bank of random crops of the training photos (``--holdout`` of them
+kept out by the usual split), then only the latent codec (``model.codec``, fresh weights unless
+``--keep``) trains on them, to ``rel_err(mean + res, y0) + λ·bpp``. No DiT, no pixel decoder, so it
+runs on the CPU in minutes. It prints the relative error on held-out crops' latents every
+``--every`` steps and writes the curve as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from codec.api import load_codec  # noqa: E402
+from codec.config import CodecConfig  # noqa: E402
+from codec.losses import bits_per_pixel  # noqa: E402
+from codec.model import LatentCodec  # noqa: E402
+
+
+@torch.no_grad()
+def latent_bank(model, bank, n: int, crop: int, seed: int, batch: int = 16):  # noqa: ANN001, ANN201
+    """(latents, aux features) of n random crops of ``bank``, computed once, float32."""
+    rng = np.random.default_rng(seed)
+    lats, auxs = [], []
+    for start in range(0, n, batch):
+        x = bank.sample(min(batch, n - start), crop, rng)
+        latent, aux = model.encode_latent(x.float())
+        lats.append(latent.float())
+        auxs.append(aux.float())
+    return torch.cat(lats), torch.cat(auxs)
+
+
+def relative_error(a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+    return (a - y0).pow(2).sum() / y0.pow(2).sum()
+
+
+def run(args: argparse.Namespace) -> dict:
+    from pipeline.train_data import CropBank, load_images
+
+    torch.manual_seed(args.seed)
+    codec = load_codec(args.checkpoint, device="cpu", dtype=torch.float32)
+    model = codec.model.float()
+    images = load_images(args.data, args.crop, max_side=args.max_side)
+    train, held = CropBank(images).split(args.holdout, seed=0)
+    t0 = time.perf_counter()
+    lat, aux = latent_bank(model, train, args.bank, args.crop, args.seed)
+    lat_h, aux_h = latent_bank(model, held, 64, args.crop, args.seed + 1)
+    scale = float(lat.pow(2).mean().sqrt()) if args.normalize else 1.0
+    rms = float(lat.pow(2).mean().sqrt())
+    print(f"bank {tuple(lat.shape)} in {time.perf_counter() - t0:.0f} s; latent rms {rms:.3f}", flush=True)
+    cfg: CodecConfig = model.cfg
+    lc = model.codec if args.keep else LatentCodec(cfg)
+    lc.train()
+    params = [p for n, p in lc.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    rng = np.random.default_rng(args.seed)
+    lam = torch.tensor(args.lam)
+    pixels = args.crop * args.crop
+    curve = []
+
+    def heldout() -> dict:
+        lc.eval()
+        with torch.no_grad():
+            row = {}
+            for q in (1, cfg.latent.num_qualities):
+                out = lc(lat_h / scale, aux_h, q)
+                bpp = bits_per_pixel(out["likelihoods"], pixels).mean()
+                err = relative_error(out["mean"] + out["res"], lat_h / scale)
+                row[f"q{q}"] = {"err": round(float(err), 4), "bpp": round(float(bpp), 4)}
+        lc.train()
+        return row
+
+    for step in range(args.steps + 1):
+        if step % args.every == 0:
+            row = {"step": step, "seconds": round(time.perf_counter() - t0, 1), **heldout()}
+            curve.append(row)
+            print(json.dumps(row), flush=True)
+        if step == args.steps:
+            break
+        idx = torch.from_numpy(rng.integers(0, len(lat), args.batch_size))
+        q = torch.from_numpy(rng.integers(1, cfg.latent.num_qualities + 1, args.batch_size))
+        y0 = lat[idx] / scale
+        out = lc(y0, aux[idx], q)
+        err = relative_error(out["mean"] + out["res"], y0)
+        bpp = bits_per_pixel(out["likelihoods"], pixels).mean()
+        warm = min(1.0, (step + 1) / 50)
+        for g in opt.param_groups:
+            g["lr"] = args.lr * warm
+        loss = err + lam * bpp
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 4.0)
+        opt.step()
+    return {"options": vars(args), "curve": curve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--holdout", type=int, default=4)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--max-side", type=int, default=1024)
+    p.add_argument("--bank", type=int, default=512, help="training crops whose latents are precomputed")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--every", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lam", type=float, default=0.0, help="λ on bpp (relative-error units)")
+    p.add_argument("--normalize", action="store_true", help="divide the latent by its RMS (unit scale)")
+    p.add_argument("--keep", action="store_true", help="start from the checkpoint's latent codec")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    result = run(args)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
