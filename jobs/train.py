@@ -51,6 +51,7 @@ class TrainOptions:
     minutes: float | None = None  # schedule by minutes of training (across resumes) instead of steps
     batch_size: int = 16
     crop: int = 256
+    min_scale: float = 1.0  # < 1: crops from the photo downscaled by s ~ log-U[min_scale, 1] (augmentation)
     lr: float = 3e-4
     aux_lr: float = 1e-3
     warmup: int = 100
@@ -292,6 +293,9 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--minutes", type=float, help="schedule length in minutes of training instead of steps")
     a("--batch-size", type=int, default=d.batch_size)
     a("--crop", type=int, default=d.crop, help="square crop side, a multiple of 64")
+    a("--min-scale", type=float, default=d.min_scale,
+      help="scale augmentation: each crop comes from the photo downscaled by a factor drawn log-uniformly "
+           "from [MIN_SCALE, 1] (default 1: none)")  # fmt: skip
     a("--lr", type=float, default=d.lr)
     a(
         "--stage",

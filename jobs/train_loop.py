@@ -172,7 +172,7 @@ class Trainer:
     def _batch(self) -> tuple[Tensor, Tensor | None]:
         rng = np.random.default_rng([self.opts.seed, self.rank, self.step])
         torch.manual_seed(int(rng.integers(2**31)))  # the entropy bottleneck's training noise
-        x = self.bank.sample(self.opts.batch_size, self.opts.crop, rng)
+        x = self.bank.sample(self.opts.batch_size, self.opts.crop, rng, min_scale=self.opts.min_scale)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.stage == "A":

@@ -168,17 +168,33 @@ class CropBank:
         sub._cumulative = np.cumsum(np.asarray(weights) / sum(weights))
         return sub
 
-    def sample(self, batch: int, crop: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
-        """A batch of crops in [-1, 1], float32.  # (B, 3, crop, crop)"""
+    def sample(
+        self, batch: int, crop: int, rng: np.random.Generator, augment: bool = True, min_scale: float = 1.0
+    ) -> torch.Tensor:
+        """A batch of crops in [-1, 1], float32.  # (B, 3, crop, crop)
+
+        ``min_scale < 1`` (with ``augment``): each crop is cut from the photo downscaled by a factor s
+        drawn log-uniformly from [min_scale, 1] (a window of crop/s pixels, area-resized to crop), so
+        that a few high-resolution photos also yield whole objects and scenes, not only close-ups."""
         if crop > self.min_side:
             raise ValueError(f"crop {crop} exceeds the smallest image side {self.min_side}")
+        if not 0 < min_scale <= 1:
+            raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
         picks = np.searchsorted(self._cumulative, rng.random(batch), side="right").clip(0, len(self) - 1)
+        scaled = augment and min_scale < 1
+        scales = np.exp(rng.uniform(math.log(min_scale), 0.0, batch)) if scaled else np.ones(batch)
         crops = []
-        for i in picks:
+        for i, scale in zip(picks, scales, strict=True):
             t = self.tensors[int(i)]
-            top = int(rng.integers(0, t.shape[1] - crop + 1))
-            left = int(rng.integers(0, t.shape[2] - crop + 1))
-            crops.append(t[:, top : top + crop, left : left + crop])
+            side = min(int(round(crop / scale)), t.shape[1], t.shape[2])
+            top = int(rng.integers(0, t.shape[1] - side + 1))
+            left = int(rng.integers(0, t.shape[2] - side + 1))
+            window = t[:, top : top + side, left : left + side]
+            if side != crop:
+                window = torch.nn.functional.interpolate(
+                    window[None].float(), size=(crop, crop), mode="area"
+                )[0].round_().clamp_(0, 255).to(torch.uint8)
+            crops.append(window)
         x = torch.stack(crops)  # (B, 3, crop, crop) uint8
         if augment:
             flips = torch.from_numpy(rng.random((2, batch)) < 0.5).to(self.device).view(2, batch, 1, 1, 1)

@@ -32,12 +32,12 @@ from codec.model import LatentCodec  # noqa: E402
 
 
 @torch.no_grad()
-def latent_bank(model, bank, n: int, crop: int, seed: int, batch: int = 16):  # noqa: ANN001, ANN201
+def latent_bank(model, bank, n: int, crop: int, seed: int, min_scale: float = 1.0, batch: int = 16):  # noqa: ANN001, ANN201
     """(latents, aux features) of n random crops of ``bank``, computed once, float32."""
     rng = np.random.default_rng(seed)
     lats, auxs = [], []
     for start in range(0, n, batch):
-        x = bank.sample(min(batch, n - start), crop, rng)
+        x = bank.sample(min(batch, n - start), crop, rng, min_scale=min_scale)
         latent, aux = model.encode_latent(x.float())
         lats.append(latent.float())
         auxs.append(aux.float())
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
     images = load_images(args.data, args.crop, max_side=args.max_side)
     train, held = CropBank(images).split(args.holdout, seed=0)
     t0 = time.perf_counter()
-    lat, aux = latent_bank(model, train, args.bank, args.crop, args.seed)
+    lat, aux = latent_bank(model, train, args.bank, args.crop, args.seed, args.min_scale)
     lat_h, aux_h = latent_bank(model, held, 64, args.crop, args.seed + 1)
     scale = float(lat.pow(2).mean().sqrt()) if args.normalize else 1.0
     rms = float(lat.pow(2).mean().sqrt())
@@ -73,14 +73,18 @@ def run(args: argparse.Namespace) -> dict:
     curve = []
 
     def heldout() -> dict:
+        """Relative error and bpp at the lowest and highest quality: on the held-out crops' latents
+        (``q1``, ``q4``), and on the first 64 latents of the training bank (``train_q4``)."""
         lc.eval()
         with torch.no_grad():
             row = {}
-            for q in (1, cfg.latent.num_qualities):
-                out = lc(lat_h / scale, aux_h, q)
+            top = cfg.latent.num_qualities
+            for key, q, y0, a in (("q1", 1, lat_h, aux_h), (f"q{top}", top, lat_h, aux_h),
+                                  (f"train_q{top}", top, lat[:64], aux[:64])):  # fmt: skip
+                out = lc(y0 / scale, a, q)
                 bpp = bits_per_pixel(out["likelihoods"], pixels).mean()
-                err = relative_error(out["mean"] + out["res"], lat_h / scale)
-                row[f"q{q}"] = {"err": round(float(err), 4), "bpp": round(float(bpp), 4)}
+                err = relative_error(out["mean"] + out["res"], y0 / scale)
+                row[key] = {"err": round(float(err), 4), "bpp": round(float(bpp), 4)}
         lc.train()
         return row
 
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lam", type=float, default=0.0, help="λ on bpp (relative-error units)")
     p.add_argument("--normalize", action="store_true", help="divide the latent by its RMS (unit scale)")
     p.add_argument("--keep", action="store_true", help="start from the checkpoint's latent codec")
+    p.add_argument("--min-scale", type=float, default=1.0, help="scale augmentation of the training crops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     args = p.parse_args(argv)

@@ -107,6 +107,25 @@ def test_sampling_is_reproducible_and_flips_vary():
         bank.sample(1, 41, np.random.default_rng(0))
 
 
+def test_scale_augmentation_area_downscales_a_larger_window():
+    # noise in 2x2-pixel blocks, so that a resized window stays in range but is no window of the photo
+    photo = np.repeat(np.repeat(_noise(48, 48, 5), 2, axis=0), 2, axis=1)  # (96, 96, 3)
+    bank = CropBank([TrainImage("blocks", photo)])
+    x = bank.sample(16, 32, np.random.default_rng(1), augment=True, min_scale=0.5)
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0
+    plain = bank.sample(16, 32, np.random.default_rng(1), augment=False)
+    assert all(_contains(bank.tensors[0], ((c + 1) * 127.5).round().to(torch.uint8)) for c in plain)
+    # at least one augmented crop is not a plain window of the photo (it was resized)...
+    u8 = [((c + 1) * 127.5).round().to(torch.uint8) for c in x]
+    assert not all(_contains(bank.tensors[0], c) for c in u8)
+    # ...and min_scale = 1 draws exactly the crops it drew before the option existed
+    same = bank.sample(16, 32, np.random.default_rng(1), augment=True, min_scale=1.0)
+    assert torch.equal(same, bank.sample(16, 32, np.random.default_rng(1), augment=True))
+    with pytest.raises(ValueError, match="min_scale"):
+        bank.sample(1, 32, np.random.default_rng(0), min_scale=0.0)
+
+
 def test_split_holds_out_disjoint_images():
     train, held = _bank(5).split(2, seed=3)
     assert len(train) == 3 and len(held) == 2
