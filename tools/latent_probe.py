@@ -32,7 +32,9 @@ from codec.model import LatentCodec  # noqa: E402
 
 
 @torch.no_grad()
-def latent_bank(model, bank, n: int, crop: int, seed: int, min_scale: float = 1.0, batch: int = 16):  # noqa: ANN001, ANN201
+def latent_bank(  # noqa: ANN201
+    model, bank, n: int, crop: int, seed: int, min_scale: float = 1.0, batch: int = 16  # noqa: ANN001
+):
     """(latents, aux features) of n random crops of ``bank``, computed once, float32."""
     rng = np.random.default_rng(seed)
     lats, auxs = [], []
@@ -42,6 +44,28 @@ def latent_bank(model, bank, n: int, crop: int, seed: int, min_scale: float = 1.
         lats.append(latent.float())
         auxs.append(aux.float())
     return torch.cat(lats), torch.cat(auxs)
+
+
+def pca_baseline(lat: torch.Tensor, lat_h: torch.Tensor, ranks: list[int]) -> dict:
+    """The relative error of the best linear code of rank k for the latent's 2x2 blocks (what y at
+    1/64 holds per position): PCA fitted on the training latents, applied to both sets, no quantization.
+    A bound for M = k channels of y with linear transforms at infinite rate."""
+
+    def blocks(x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B·H/2·W/2, 4C)
+        b, c, h, w = x.shape
+        return x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(-1, 4 * c)
+
+    train, held = blocks(lat), blocks(lat_h)
+    mean = train.mean(0)
+    basis = torch.linalg.svd(train - mean, full_matrices=False)[2]
+    out = {}
+    for k in ranks:
+        project = basis[:k].T @ basis[:k]
+        out[f"rank{k}"] = {
+            name: round(float(relative_error((z - mean) @ project + mean, z)), 4)
+            for name, z in (("train", train), ("held_out", held))
+        }
+    return out
 
 
 def relative_error(a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
@@ -63,6 +87,9 @@ def run(args: argparse.Namespace) -> dict:
     rms = float(lat.pow(2).mean().sqrt())
     print(f"bank {tuple(lat.shape)} in {time.perf_counter() - t0:.0f} s; latent rms {rms:.3f}", flush=True)
     cfg: CodecConfig = model.cfg
+    pca = pca_baseline(lat, lat_h, args.pca) if args.pca else None
+    if pca:
+        print(json.dumps({"pca": pca}), flush=True)
     lc = model.codec if args.keep else LatentCodec(cfg)
     lc.train()
     params = [p for n, p in lc.named_parameters() if not n.endswith("quantiles")]
@@ -109,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 4.0)
         opt.step()
-    return {"options": vars(args), "curve": curve}
+    return {"options": vars(args), "pca": pca, "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--normalize", action="store_true", help="divide the latent by its RMS (unit scale)")
     p.add_argument("--keep", action="store_true", help="start from the checkpoint's latent codec")
     p.add_argument("--min-scale", type=float, default=1.0, help="scale augmentation of the training crops")
+    p.add_argument("--pca", type=int, nargs="*", help="also the linear (PCA) bound at ranks K, e.g. 48 64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     args = p.parse_args(argv)
