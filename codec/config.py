@@ -126,6 +126,9 @@ class LatentConfig:
     scale_min: float = 0.11
     scale_max: float = 256.0
     scale_levels: int = 64
+    # not in the release: a linear path beside g_a (latent 2x2 blocks -> y) and the mean head (y -> blocks),
+    # which training initialises to the PCA code of the latent (docs/TRAINING.md, session 6)
+    linear_path: bool = False
 
     @property
     def N(self) -> int:

@@ -91,6 +91,7 @@ class LatentCodec(nn.Module):
 
         lat = cfg.latent
         self.M, self.num_qualities = lat.M, lat.num_qualities
+        self.cfg_linear_path = lat.linear_path
         self.coding_seconds = 0.0
         self.g_a = AnalysisTransform(cfg.vae.latent_channels, cfg.aux.M, lat.fuse_latent, lat.fuse_aux, lat.M)
         for name, module in heads_from_config(cfg).items():
@@ -103,6 +104,10 @@ class LatentCodec(nn.Module):
             self.entropy_bottleneck = EntropyBottleneck(lat.N)
             table = torch.exp(torch.linspace(log_min, log_max, lat.scale_levels))
             self.gaussian_conditional = GaussianConditional(table, scale_bound=lat.scale_min)
+        if lat.linear_path:
+            blocks = 4 * cfg.vae.latent_channels
+            self.g_a_linear = nn.Conv2d(blocks, lat.M, 1)
+            self.g_s_linear = nn.Conv2d(lat.M, blocks, 1)
         if lat.num_qualities > 1:
             # geometric initial gains: quality Q keeps y's scale, each step down halves the precision
             steps = torch.arange(lat.num_qualities, dtype=torch.float32) - (lat.num_qualities - 1)
@@ -150,9 +155,26 @@ class LatentCodec(nn.Module):
         self.entropy_path64()
         self.__dict__["_path64_frozen"] = True
 
+    @torch.no_grad()
+    def init_linear_path(self, latents: Tensor) -> None:
+        """Set the linear path to the rank-M PCA code of ``latents``' 2x2 blocks (B, C, h, w), h and w
+        even: g_a_linear projects a block on the top M components, g_s_linear maps them back."""
+        width = self.g_a_linear.in_channels
+        blocks = F.pixel_unshuffle(latents.float(), 2).permute(0, 2, 3, 1).reshape(-1, width)
+        if blocks.shape[0] < self.M:
+            raise ValueError(f"need at least {self.M} latent blocks for the PCA, got {blocks.shape[0]}")
+        mean = blocks.mean(0)
+        basis = torch.linalg.svd(blocks - mean, full_matrices=False)[2][: self.M]  # (M, 4C)
+        self.g_a_linear.weight.copy_(basis[:, :, None, None])
+        self.g_a_linear.bias.copy_(-basis @ mean)
+        self.g_s_linear.weight.copy_(basis.T[:, :, None, None])
+        self.g_s_linear.bias.copy_(mean)
+
     def analysis(self, latent: Tensor, aux: Tensor, quality: int | Tensor) -> tuple[Tensor, Tensor]:
         """(y, z): y at 1/64 (gained), z at 1/256 from y replicate-padded to a multiple of 4."""
         y = self.g_a(latent, aux)
+        if self.cfg_linear_path:
+            y = y + self.g_a_linear(F.pixel_unshuffle(latent, 2)).to(y.dtype)
         gains = self._gains(quality, y.shape[0], y.device)
         if gains is not None:
             y = y * gains[0].to(y.dtype)
@@ -174,8 +196,11 @@ class LatentCodec(nn.Module):
         synchronisation, so the decoder can replay it, with the DiT step, from one CUDA graph."""
         if inverse is not None:
             y_hat, y_scales = y_hat * inverse, y_scales * inverse
+        mean = self.g_s(y_hat)
+        if self.cfg_linear_path:
+            mean = mean + F.pixel_shuffle(self.g_s_linear(y_hat), 2).to(mean.dtype)
         return {
-            "mean": self.g_s(y_hat),
+            "mean": mean,
             "scale": self.scale(y_scales),
             "res": self.aux(y_hat),
             "prompt": self.prompt(y_hat),

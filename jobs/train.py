@@ -69,6 +69,7 @@ class TrainOptions:
     gan_weight: float = 0.5
     distill: bool = True
     variance_guidance: bool = True
+    linear_path: bool = False  # the latent codec's PCA-initialised linear path (a config change)
     prompter: bool = True
     freeze_encoder: bool = True
     freeze_decoder: bool = False  # B/C keep stage A's DC-AE decoder: the codec must reach its latent
@@ -95,6 +96,8 @@ class TrainOptions:
             changes["flow.variance_guidance"] = False
         if not self.prompter:
             changes["prompter.mode"] = "learned"  # learned tokens only: no latent condition
+        if self.linear_path:
+            changes["latent.linear_path"] = True
         return cfg.replace(**changes) if changes else cfg
 
     def effective_ema_decay(self) -> float:
@@ -316,6 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--train-encoder", dest="freeze_encoder", action="store_false",
       help="stages B/C also train the DC-AE encoder, so its latent adapts to what the latent codec can "
            "code (default: frozen, as the release, which starts from a pretrained DC-AE)")  # fmt: skip
+    a("--linear-path", action="store_true",
+      help="give the latent codec a linear path beside g_a and the mean head, set to the PCA code of the "
+           "encoder's latents as stage B begins (not the release's; docs/TRAINING.md)")  # fmt: skip
     a("--freeze-decoder", action="store_true",
       help="stages B/C keep the DC-AE decoder as stage A left it, so the latent codec and DiT must "
            "reach the latent it decodes, not the decoder adapt to theirs (not the release's)")  # fmt: skip

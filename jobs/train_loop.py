@@ -163,6 +163,26 @@ class Trainer:
         if self.rank == 0:
             log.info("step %d: stage %s, %d trainable tensors", self.step, stage, len(self.trainable))
 
+    @torch.no_grad()
+    def _init_linear_path(self, crops: int = 256) -> None:
+        """Where the config has the latent codec's linear path: set it to the PCA code of the encoder's
+        latents of ``crops`` training crops, once, as stage B begins (a resumed run keeps its own)."""
+        codec = self.model.codec
+        if not codec.cfg_linear_path:
+            return
+        rng = np.random.default_rng([self.opts.seed, self.rank, 2**31 - 1])
+        latents = []
+        for start in range(0, crops, self.opts.batch_size):
+            x = self.bank.sample(min(self.opts.batch_size, crops - start), self.opts.crop, rng, augment=False)
+            with self._autocast():
+                latents.append(self.model.encode_latent(x)[0].float())
+        codec.init_linear_path(torch.cat(latents))
+        if self.world > 1:  # every rank starts B from rank 0's basis (the SVD's signs may differ)
+            for p in (*codec.g_a_linear.parameters(), *codec.g_s_linear.parameters()):
+                dist.broadcast(p.data, src=0)
+        if self.rank == 0:
+            log.info("step %d: latent codec's linear path set from %d crops", self.step, crops)
+
     # --- one step ------------------------------------------------------------------------------
     def _autocast(self):
         if self.cuda and self.opts.bf16:
@@ -305,6 +325,8 @@ class Trainer:
                 break
             stage = stage_at(self.progress(), self.opts)
             if stage != self.stage:
+                if self.stage in ("", "A") and stage != "A":
+                    self._init_linear_path()
                 self._enter(stage)
             tick = time.monotonic()
             parts = self.train_step()

@@ -33,17 +33,42 @@ from codec.model import LatentCodec  # noqa: E402
 
 @torch.no_grad()
 def latent_bank(  # noqa: ANN201
-    model, bank, n: int, crop: int, seed: int, min_scale: float = 1.0, batch: int = 16  # noqa: ANN001
+    model,  # noqa: ANN001
+    bank,  # noqa: ANN001
+    n: int,
+    crop: int,
+    seed: int,
+    min_scale: float = 1.0,
+    batch: int = 16,
+    pixels: bool = False,
 ):
-    """(latents, aux features) of n random crops of ``bank``, computed once, float32."""
+    """(latents, aux features[, the crops]) of n random crops of ``bank``, computed once, float32."""
     rng = np.random.default_rng(seed)
-    lats, auxs = [], []
+    lats, auxs, xs = [], [], []
     for start in range(0, n, batch):
         x = bank.sample(min(batch, n - start), crop, rng, min_scale=min_scale)
         latent, aux = model.encode_latent(x.float())
         lats.append(latent.float())
         auxs.append(aux.float())
-    return torch.cat(lats), torch.cat(auxs)
+        xs.append(x)
+    return (torch.cat(lats), torch.cat(auxs)) + ((torch.cat(xs),) if pixels else ())
+
+
+@torch.no_grad()
+def pixel_check(  # noqa: ANN001
+    model, lc: LatentCodec, x: torch.Tensor, lat: torch.Tensor, aux: torch.Tensor, scale: float
+) -> dict:
+    """PSNR of the checkpoint's DC-AE decoder on the clean latent (``ae``) and on the probe codec's
+    mean + res (no DiT step) at the lowest and highest quality, on the held-out crops."""
+    from codec.losses import psnr
+
+    lc.eval()
+    out = {"ae": round(float(psnr(x, model.decode_pixels(lat)).mean()), 2)}
+    for q in (1, lc.num_qualities):
+        heads = lc(lat / scale, aux, q)
+        decoded = model.decode_pixels((heads["mean"] + heads["res"]) * scale)
+        out[f"q{q}"] = round(float(psnr(x, decoded).mean()), 2)
+    return out
 
 
 def pca_baseline(lat: torch.Tensor, lat_h: torch.Tensor, ranks: list[int]) -> dict:
@@ -68,6 +93,47 @@ def pca_baseline(lat: torch.Tensor, lat_h: torch.Tensor, ranks: list[int]) -> di
     return out
 
 
+class _LinearAnalysis(torch.nn.Module):
+    """g_a plus a linear path: y += W·(the latent's 2x2 blocks) + b, initialised as the PCA code."""
+
+    def __init__(self, g_a: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.g_a = g_a
+        self.linear = torch.nn.Conv2d(weight.shape[1], weight.shape[0], 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(weight[:, :, None, None])
+            self.linear.bias.copy_(bias)
+
+    def forward(self, latent: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self.g_a(latent, aux) + self.linear(torch.nn.functional.pixel_unshuffle(latent, 2))
+
+
+class _LinearSynthesis(torch.nn.Module):
+    """g_s plus the transposed linear path back to the latent's 2x2 blocks."""
+
+    def __init__(self, g_s: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.g_s = g_s
+        self.linear = torch.nn.Conv2d(weight.shape[1], weight.shape[0], 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(weight[:, :, None, None])
+            self.linear.bias.copy_(bias)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.g_s(y) + torch.nn.functional.pixel_shuffle(self.linear(y), 2)
+
+
+def add_linear_path(lc: LatentCodec, lat: torch.Tensor) -> None:
+    """Give g_a and g_s (the ``mean`` head) a linear path initialised from the PCA of ``lat``'s 2x2
+    blocks: at step 0, mean ≈ the rank-M linear code of the latent (before quantization)."""
+    b, c, h, w = lat.shape
+    blocks = torch.nn.functional.pixel_unshuffle(lat, 2).permute(0, 2, 3, 1).reshape(-1, 4 * c)
+    mean = blocks.mean(0)
+    basis = torch.linalg.svd(blocks - mean, full_matrices=False)[2][: lc.M]  # (M, 4C)
+    lc.g_a = _LinearAnalysis(lc.g_a, basis, -basis @ mean)
+    lc.g_s = _LinearSynthesis(lc.g_s, basis.T.contiguous(), mean)
+
+
 def relative_error(a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
     return (a - y0).pow(2).sum() / y0.pow(2).sum()
 
@@ -82,7 +148,7 @@ def run(args: argparse.Namespace) -> dict:
     train, held = CropBank(images).split(args.holdout, seed=0)
     t0 = time.perf_counter()
     lat, aux = latent_bank(model, train, args.bank, args.crop, args.seed, args.min_scale)
-    lat_h, aux_h = latent_bank(model, held, 64, args.crop, args.seed + 1)
+    lat_h, aux_h, x_h = latent_bank(model, held, 64, args.crop, args.seed + 1, pixels=True)
     scale = float(lat.pow(2).mean().sqrt()) if args.normalize else 1.0
     rms = float(lat.pow(2).mean().sqrt())
     print(f"bank {tuple(lat.shape)} in {time.perf_counter() - t0:.0f} s; latent rms {rms:.3f}", flush=True)
@@ -91,6 +157,8 @@ def run(args: argparse.Namespace) -> dict:
     if pca:
         print(json.dumps({"pca": pca}), flush=True)
     lc = model.codec if args.keep else LatentCodec(cfg)
+    if args.linear_path:
+        add_linear_path(lc, lat / scale)
     lc.train()
     params = [p for n, p in lc.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -136,7 +204,9 @@ def run(args: argparse.Namespace) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 4.0)
         opt.step()
-    return {"options": vars(args), "pca": pca, "curve": curve}
+    psnr_db = pixel_check(model, lc, x_h, lat_h, aux_h, scale)
+    print(json.dumps({"psnr_held_out": psnr_db}), flush=True)
+    return {"options": vars(args), "pca": pca, "curve": curve, "psnr_held_out": psnr_db}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="start from the checkpoint's latent codec")
     p.add_argument("--min-scale", type=float, default=1.0, help="scale augmentation of the training crops")
     p.add_argument("--pca", type=int, nargs="*", help="also the linear (PCA) bound at ranks K, e.g. 48 64")
+    p.add_argument("--linear-path", action="store_true",
+                   help="add a linear path to g_a and g_s, initialised from the PCA code")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     args = p.parse_args(argv)

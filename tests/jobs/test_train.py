@@ -238,3 +238,16 @@ def test_stage_a_can_train_on_mse_alone_while_b_keeps_the_perceptual_term(photos
     assert set(by_stage) == {"A", "B"}
     assert "perceptual" not in by_stage["A"] and by_stage["A"]["loss"] == pytest.approx(by_stage["A"]["mse"])
     assert by_stage["B"]["perceptual"] > 0
+
+
+def test_linear_path_is_set_to_an_orthonormal_pca_basis_as_stage_b_begins(photos: Path, tmp_path: Path):
+    trainer = Trainer(_opts(photos, tmp_path, steps=2, stage_a=0.5, linear_path=True))
+    codec = trainer.model.codec
+    assert codec.cfg_linear_path
+    before = codec.g_s_linear.weight.detach().clone()
+    trainer.fit()  # step 1 in stage A, then the basis is set, then step 2 in stage B
+    weight = codec.g_s_linear.weight.detach()[:, :, 0, 0]  # (4C, M): the basis as columns
+    assert not torch.allclose(weight, before[:, :, 0, 0])
+    gram = weight.T @ weight  # one step of lr 3e-4 after an orthonormal start
+    assert torch.allclose(gram, torch.eye(codec.M), atol=0.02)
+    assert trainer.cfg.latent.linear_path and not TrainOptions().linear_path
