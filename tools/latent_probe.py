@@ -93,47 +93,6 @@ def pca_baseline(lat: torch.Tensor, lat_h: torch.Tensor, ranks: list[int]) -> di
     return out
 
 
-class _LinearAnalysis(torch.nn.Module):
-    """g_a plus a linear path: y += W·(the latent's 2x2 blocks) + b, initialised as the PCA code."""
-
-    def __init__(self, g_a: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor):
-        super().__init__()
-        self.g_a = g_a
-        self.linear = torch.nn.Conv2d(weight.shape[1], weight.shape[0], 1)
-        with torch.no_grad():
-            self.linear.weight.copy_(weight[:, :, None, None])
-            self.linear.bias.copy_(bias)
-
-    def forward(self, latent: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        return self.g_a(latent, aux) + self.linear(torch.nn.functional.pixel_unshuffle(latent, 2))
-
-
-class _LinearSynthesis(torch.nn.Module):
-    """g_s plus the transposed linear path back to the latent's 2x2 blocks."""
-
-    def __init__(self, g_s: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor):
-        super().__init__()
-        self.g_s = g_s
-        self.linear = torch.nn.Conv2d(weight.shape[1], weight.shape[0], 1)
-        with torch.no_grad():
-            self.linear.weight.copy_(weight[:, :, None, None])
-            self.linear.bias.copy_(bias)
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.g_s(y) + torch.nn.functional.pixel_shuffle(self.linear(y), 2)
-
-
-def add_linear_path(lc: LatentCodec, lat: torch.Tensor) -> None:
-    """Give g_a and g_s (the ``mean`` head) a linear path initialised from the PCA of ``lat``'s 2x2
-    blocks: at step 0, mean ≈ the rank-M linear code of the latent (before quantization)."""
-    b, c, h, w = lat.shape
-    blocks = torch.nn.functional.pixel_unshuffle(lat, 2).permute(0, 2, 3, 1).reshape(-1, 4 * c)
-    mean = blocks.mean(0)
-    basis = torch.linalg.svd(blocks - mean, full_matrices=False)[2][: lc.M]  # (M, 4C)
-    lc.g_a = _LinearAnalysis(lc.g_a, basis, -basis @ mean)
-    lc.g_s = _LinearSynthesis(lc.g_s, basis.T.contiguous(), mean)
-
-
 def relative_error(a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
     return (a - y0).pow(2).sum() / y0.pow(2).sum()
 
@@ -156,9 +115,13 @@ def run(args: argparse.Namespace) -> dict:
     pca = pca_baseline(lat, lat_h, args.pca) if args.pca else None
     if pca:
         print(json.dumps({"pca": pca}), flush=True)
+    if args.keep and args.linear_path and not cfg.latent.linear_path:
+        raise SystemExit("--keep with --linear-path needs a checkpoint that has the linear path")
+    if args.linear_path:  # the codec's own option (codec/model.py), set as ditic train sets it
+        cfg = cfg.replace(**{"latent.linear_path": True})
     lc = model.codec if args.keep else LatentCodec(cfg)
-    if args.linear_path:
-        add_linear_path(lc, lat / scale)
+    if args.linear_path and not args.keep:
+        lc.init_linear_path(lat / scale)
     lc.train()
     params = [p for n, p in lc.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -227,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-scale", type=float, default=1.0, help="scale augmentation of the training crops")
     p.add_argument("--pca", type=int, nargs="*", help="also the linear (PCA) bound at ranks K, e.g. 48 64")
     p.add_argument("--linear-path", action="store_true",
-                   help="add a linear path to g_a and g_s, initialised from the PCA code")  # fmt: skip
+                   help="the codec's linear path (latent.linear_path), set to the PCA code")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     args = p.parse_args(argv)
