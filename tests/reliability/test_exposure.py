@@ -101,6 +101,15 @@ def _files_holding(root: Path, secret: str) -> list[str]:
             and secret.encode() in p.read_bytes()]  # fmt: skip
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented child that init has not reaped yet counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return not re.search(r"^State:\s*Z", status, re.M)
+
+
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A temporary folder with a short path: Ray's AF_UNIX socket paths must fit 107 bytes."""
@@ -136,7 +145,9 @@ def test_local_stack_listens_on_loopback_only_and_keeps_its_secret_private(short
         assert not [cmdline(pid) for pid in processes if secret in cmdline(pid)]
         assert secret not in up.stdout + up.stderr
     finally:
+        weed = int((state / "weed.pid").read_text()) if (state / "weed.pid").is_file() else None
         subprocess.run([script, "down"], env=env, capture_output=True, timeout=120)
+    assert weed is None or not _running(weed), "local-stack down left SeaweedFS running"
     for logs in (state / "weed.log", state / "ray.log", state / "ray"):
         assert not _files_holding(logs, secret) if logs.is_dir() else secret not in logs.read_text(), logs
 
