@@ -78,6 +78,12 @@ def _ste_round(x: Tensor) -> Tensor:
     return (torch.round(x) - x).detach() + x
 
 
+def latent_blocks(latents: Tensor) -> Tensor:
+    """The 2x2 blocks of a (B, C, h, w) latent, h and w even, as rows of 4C values (channel-major, as
+    ``pixel_unshuffle``): what one position of y at 1/64 stands for.  # (B·h/2·w/2, 4C)"""
+    return F.pixel_unshuffle(latents.float(), 2).permute(0, 2, 3, 1).reshape(-1, 4 * latents.shape[1])
+
+
 class LatentCodec(nn.Module):
     """The release's ``codec`` module: y = g_a(latent, aux); z = h_a(y); four-step context; heads.
 
@@ -159,8 +165,7 @@ class LatentCodec(nn.Module):
     def init_linear_path(self, latents: Tensor) -> None:
         """Set the linear path to the rank-M PCA code of ``latents``' 2x2 blocks (B, C, h, w), h and w
         even: g_a_linear projects a block on the top M components, g_s_linear maps them back."""
-        width = self.g_a_linear.in_channels
-        blocks = F.pixel_unshuffle(latents.float(), 2).permute(0, 2, 3, 1).reshape(-1, width)
+        blocks = latent_blocks(latents)
         if blocks.shape[0] < self.M:
             raise ValueError(f"need at least {self.M} latent blocks for the PCA, got {blocks.shape[0]}")
         mean = blocks.mean(0)

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from codec.api import load_codec  # noqa: E402
 from codec.config import CodecConfig  # noqa: E402
 from codec.losses import bits_per_pixel  # noqa: E402
-from codec.model import LatentCodec  # noqa: E402
+from codec.model import LatentCodec, latent_blocks  # noqa: E402
 
 
 @torch.no_grad()
@@ -76,11 +76,7 @@ def pca_baseline(lat: torch.Tensor, lat_h: torch.Tensor, ranks: list[int]) -> di
     1/64 holds per position): PCA fitted on the training latents, applied to both sets, no quantization.
     A bound for M = k channels of y with linear transforms at infinite rate."""
 
-    def blocks(x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B·H/2·W/2, 4C)
-        b, c, h, w = x.shape
-        return x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(-1, 4 * c)
-
-    train, held = blocks(lat), blocks(lat_h)
+    train, held = latent_blocks(lat), latent_blocks(lat_h)
     mean = train.mean(0)
     basis = torch.linalg.svd(train - mean, full_matrices=False)[2]
     out = {}
