@@ -84,6 +84,13 @@ def latent_blocks(latents: Tensor) -> Tensor:
     return F.pixel_unshuffle(latents.float(), 2).permute(0, 2, 3, 1).reshape(-1, 4 * latents.shape[1])
 
 
+def latent_pca(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean (4C,), principal directions as rows (min(N, 4C), 4C), strongest first) of ``latent_blocks``
+    rows: the rank-k linear code of a block b is basis[:k] @ (b - mean)."""
+    mean = blocks.mean(0)
+    return mean, torch.linalg.svd(blocks - mean, full_matrices=False)[2]
+
+
 class LatentCodec(nn.Module):
     """The release's ``codec`` module: y = g_a(latent, aux); z = h_a(y); four-step context; heads.
 
@@ -168,8 +175,8 @@ class LatentCodec(nn.Module):
         blocks = latent_blocks(latents)
         if blocks.shape[0] < self.M:
             raise ValueError(f"need at least {self.M} latent blocks for the PCA, got {blocks.shape[0]}")
-        mean = blocks.mean(0)
-        basis = torch.linalg.svd(blocks - mean, full_matrices=False)[2][: self.M]  # (M, 4C)
+        mean, basis = latent_pca(blocks)
+        basis = basis[: self.M]  # (M, 4C)
         self.g_a_linear.weight.copy_(basis[:, :, None, None])
         self.g_a_linear.bias.copy_(-basis @ mean)
         self.g_s_linear.weight.copy_(basis.T[:, :, None, None])

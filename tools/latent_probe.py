@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from codec.api import load_codec  # noqa: E402
 from codec.config import CodecConfig  # noqa: E402
 from codec.losses import bits_per_pixel  # noqa: E402
-from codec.model import LatentCodec, latent_blocks  # noqa: E402
+from codec.losses import latent_mse_loss as relative_error  # noqa: E402  (‖a − y0‖² / ‖y0‖²)
+from codec.model import LatentCodec, latent_blocks, latent_pca  # noqa: E402
 
 
 @torch.no_grad()
@@ -77,8 +78,7 @@ def pca_baseline(lat: torch.Tensor, lat_h: torch.Tensor, ranks: list[int]) -> di
     A bound for M = k channels of y with linear transforms at infinite rate."""
 
     train, held = latent_blocks(lat), latent_blocks(lat_h)
-    mean = train.mean(0)
-    basis = torch.linalg.svd(train - mean, full_matrices=False)[2]
+    mean, basis = latent_pca(train)
     out = {}
     for k in ranks:
         project = basis[:k].T @ basis[:k]
@@ -87,10 +87,6 @@ def pca_baseline(lat: torch.Tensor, lat_h: torch.Tensor, ranks: list[int]) -> di
             for name, z in (("train", train), ("held_out", held))
         }
     return out
-
-
-def relative_error(a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-    return (a - y0).pow(2).sum() / y0.pow(2).sum()
 
 
 def run(args: argparse.Namespace) -> dict:
