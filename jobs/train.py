@@ -4,6 +4,7 @@
         --time-budget-min 8.5 --export runs/small/ditic-small.safetensors
     ditic train ... --resume            # continue from runs/small/state (another GPU session)
     ditic train ... --ray --num-workers 4   # DDP over 4 GPUs through ray.train.torch.TorchTrainer
+    python -m torch.distributed.run --standalone --nproc-per-node 4 -m jobs.cli train ...   # the same, no Ray
 
 The loop itself is :class:`jobs.train_loop.Trainer`; see there for the stages. docs/TRAINING.md
 holds the recipe and the runs.
@@ -157,9 +158,55 @@ def _ray_worker(config: dict) -> None:
         report=lambda row: ray.train.report({k: v for k, v in row.items() if not isinstance(v, list)}),
         until_step=until_step,
     )
-    # Ray keeps reported metrics only beside checkpoints: hand the summary over in a file
+    _write_rank_summary(trainer, summary)
+
+
+def _write_rank_summary(trainer: Any, summary: dict) -> None:
+    """Each rank's summary in OUT (``summary.json`` for rank 0, ``summary-rank{r}.json`` for the others):
+    Ray keeps reported metrics only beside checkpoints, and the ranks' weights checksums must agree."""
     name = "summary.json" if trainer.rank == 0 else f"summary-rank{trainer.rank}.json"
     (Path(trainer.opts.out) / name).write_text(json.dumps(summary))
+
+
+def torchrun_rank() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when ``torchrun`` started this process as one of several, else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train_torchrun(
+    opts: TrainOptions, resume: bool = False, device: str | None = None, until_step: int | None = None
+) -> tuple[Any, dict]:
+    """DDP without Ray: this process is one rank of those ``torchrun`` started
+    (``python -m torch.distributed.run --standalone --nproc-per-node N -m jobs.cli train ...``), over
+    NCCL on GPUs (one per local rank) or gloo on the CPU. The same loop as one process or Ray Train:
+    one all-reduce of the gradients per step, rank 0 logs and saves. Returns (trainer, summary)."""
+    import torch.distributed as dist
+
+    from jobs.train_loop import Trainer
+
+    ranks = torchrun_rank()
+    if ranks is None:
+        raise RuntimeError("train_torchrun: not started by torchrun with more than one process")
+    rank, world, local = ranks
+    opts.check()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+    try:
+        trainer = Trainer(opts, rank, world, dev)
+        if resume and not trainer.resume() and rank == 0:
+            log.info("no state in %s/state: starting fresh", opts.out)
+        summary = trainer.fit(until_step=until_step)
+    finally:
+        dist.destroy_process_group()  # the export and evaluation after this are rank 0's alone
+    if rank != 0:  # rank 0's summary is what `ditic train` prints
+        _write_rank_summary(trainer, summary)
+    return trainer, summary
 
 
 def train_ray(
@@ -373,7 +420,12 @@ def run(args: argparse.Namespace) -> int:
             summary["export"] = str(args.export)
         print(json.dumps(summary))
         return 0
-    trainer, summary = train(opts, resume=args.resume, device=args.device, until_step=args.stop_at_step)
+    if torchrun_rank() is not None:
+        trainer, summary = train_torchrun(opts, args.resume, args.device, args.stop_at_step)
+        if trainer.rank != 0:
+            return 0  # rank 0 evaluates, exports and prints the summary
+    else:
+        trainer, summary = train(opts, resume=args.resume, device=args.device, until_step=args.stop_at_step)
     if trainer.held_out is not None:
         summary["held_out"] = _evaluate_ema(trainer)
         (Path(opts.out) / "eval.json").write_text(json.dumps(summary["held_out"], indent=1))

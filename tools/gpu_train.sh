@@ -21,6 +21,7 @@
 #   STEPS=N        schedule by steps instead (CPU smoke tests); STOP_AT=N stops this call at step N
 #   HOLDOUT=4      training photos kept out for the final check;  RESERVE_MIN=1.5 kept for the end
 #   BATCH=32       crops per step (the small model is launch-bound: a bigger batch costs little)
+#   NPROC=N        train one model with DDP over N GPUs (torchrun; BATCH crops per GPU per step)
 #   EMA_DECAY=0.998  an average over ~500 steps, ~10 % of an 8-minute run
 #   EXTRA="..."    more `ditic train` options, e.g. "--batch-size 24 --stage-c 0.1"
 #   PYTHON=python3  BUNDLE=.bundle (its install.sh runs first when present)
@@ -65,7 +66,9 @@ echo "gpu_train: $CONFIG, ${train_min} min of training in this call (${elapsed}s
 
 # shellcheck disable=SC2086  # EXTRA is a list of options
 set +e  # whatever happens, bring back what exists (log, last saved state)
-"$PY" -m jobs.cli train --config "$CONFIG" --data "$DATA" --out "$RUN" "${schedule[@]}" \
+launch=("$PY")  # NPROC=N: one model, DDP over N GPUs (torchrun, no Ray); BATCH is per GPU
+[ "${NPROC:-1}" -gt 1 ] && launch=("$PY" -m torch.distributed.run --standalone --nproc-per-node "$NPROC")
+"${launch[@]}" -m jobs.cli train --config "$CONFIG" --data "$DATA" --out "$RUN" "${schedule[@]}" \
   --time-budget-min "$train_min" --holdout "$HOLDOUT" --export "$RUN/$CONFIG.safetensors" \
   --batch-size "${BATCH:-32}" --ema-decay "${EMA_DECAY:-0.998}" "${resume[@]}" ${EXTRA:-} | tee "$RUN/summary.json"
 rc=${PIPESTATUS[0]}

@@ -60,3 +60,15 @@ def test_gpu_script_trains_resumes_exports_and_evaluates(tmp_path: Path):
     assert len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files)
     state = json.loads((out / "state" / "state.json").read_text())
     assert state["step"] == 3
+
+
+def test_gpu_script_with_nproc_trains_one_model_over_two_processes(tmp_path: Path):
+    """NPROC=2: the script starts `ditic train` under torchrun (two CPU ranks, gloo) and brings back
+    rank 0's export, checked with real payloads, as in a one-process call."""
+    write_small_photos(tmp_path / "photos")
+    _call(tmp_path, NPROC="2", STEPS="2", OMP_NUM_THREADS="1")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["summary"]["step"] == 2 and report["summary"]["stop"] == "schedule done"
+    assert report["quick_eval"]["model_id"] == report["summary"]["model_id"]
+    other = json.loads((tmp_path / "run" / "summary-rank1.json").read_text())
+    assert other["weights_checksum"] == report["summary"]["weights_checksum"]
