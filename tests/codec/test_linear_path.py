@@ -1,5 +1,6 @@
 """The latent codec's optional linear path (``latent.linear_path``): the PCA code of the latent's 2x2
-blocks beside g_a and the mean head (docs/TRAINING.md, session 6). Off in every shipped config."""
+blocks beside g_a and the mean head (docs/TRAINING.md, session 6). Off in every named config; a checkpoint
+turns it on in the config it carries, as the embedded ditic-small does since session 7."""
 
 from __future__ import annotations
 
