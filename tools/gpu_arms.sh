@@ -9,6 +9,7 @@
 # Afterwards tools/split_quality.py runs on each arm's export (held-out training photos, 512² crops).
 # What comes back under $OUT (at most 8 files): arms.tgz (logs, reports, split JSON) and each arm's
 # fp16 export (of the KEEP=3 best) cut in pieces of <= 15 MiB (NAME.safetensors.part-aa, -ab: `cat` them back together).
+# PACK=1 packs logs and exports into one tar in pieces instead (KEEP=4 fits).
 # SPLIT=0 skips split_quality (a first call of a two-call schedule: SCHEDULE_MIN, RESUME=1 pass on to
 # tools/gpu_train.sh). Carry as tools/gpu_train.sh does (bundle, .carry/train, .carry/stlpips, .carry/stlpips-alex).
 set -uo pipefail
@@ -63,9 +64,16 @@ for n in names:
         pass
 print("\n".join(sorted(score, key=score.get, reverse=True)[:keep]))
 PY
-  split -b 15M "runs/arms/$name/${CONFIG:-ditic-small}.safetensors" "$OUT/$name.safetensors.part-"
+  if [ "${PACK:-0}" = 1 ]; then cp "runs/arms/$name/${CONFIG:-ditic-small}.safetensors" "runs/arms/$name.safetensors"
+  else split -b 15M "runs/arms/$name/${CONFIG:-ditic-small}.safetensors" "$OUT/$name.safetensors.part-"; fi
 done
-tar czf "$OUT/arms.tgz" runs/arms/*.log runs/arms/*/log.jsonl runs/arms/*/summary.json \
-  runs/arms/*/quick_eval.json runs/arms/*/split.json runs/arms/*/split.txt 2>/dev/null
+logs=(runs/arms/*.log runs/arms/*/log.jsonl runs/arms/*/summary.json runs/arms/*/quick_eval.json
+      runs/arms/*/split.json runs/arms/*/split.txt)
+if [ "${PACK:-0}" = 1 ]; then  # PACK=1: logs and the KEEP exports in one tar cut in 15 MiB pieces
+  # (more than 3 exports fit the 8 files: `cat arms.tar.part-* | tar x`, exports as runs/arms/NAME.safetensors)
+  tar cf - "${logs[@]}" runs/arms/*.safetensors 2>/dev/null | split -b 15M - "$OUT/arms.tar.part-"
+else
+  tar czf "$OUT/arms.tgz" "${logs[@]}" 2>/dev/null
+fi
 for name in "${names[@]}"; do echo "== $name"; tail -3 "runs/arms/$name.log"; done
 ls -la "$OUT"
