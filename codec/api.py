@@ -363,7 +363,7 @@ class Codec:
         budget = None if self.decode_memory_gib is None else self.decode_memory_gib * autoencoder.GIB
         return {"budget_bytes": budget, "bytes_per_pixel": self.decode_bytes_per_pixel}
 
-    def decode_plan(self, width: int, height: int, batch: int = 1) -> autoencoder.TilePlan:
+    def decode_plan(self, width: int, height: int, batch: int = 1) -> autoencoder.DecodePlan:
         """How ``batch`` images of this size (padded to the y grid) would go through the DC-AE decoder."""
         h, w = _coded(height) // autoencoder.DOWNSCALE, _coded(width) // autoencoder.DOWNSCALE
         shape = torch.Size((batch, self.config.vae.latent_channels, h, w))

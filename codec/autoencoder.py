@@ -46,6 +46,10 @@ __all__ = [
     "fits_graphed",
     "GRAPH_POOL_FACTOR",
     "TilePlan",
+    "SplitPlan",
+    "SplitSpec",
+    "DecodePlan",
+    "split_spec",
     "DEFAULT_DECODE_MEMORY_GIB",
     "TILE_OVERLAP",
 ]
@@ -57,6 +61,9 @@ DEFAULT_DECODE_MEMORY_GIB = 4.0  # the default budget on CUDA; elsewhere no budg
 LIVE_TENSORS = {4: 4.6, 2: 6.8}  # full-width tensors live per output pixel at the peak, by element size
 _BLEND_BYTES = 7 * 4  # per tile pixel, float32: the piece (upcast), its weights, the weighted piece
 GIB = 2**30
+# widest tensors (of the global part, per output pixel) live at its peak, by element size: measured 23-24
+# in float32 and ~40 in bfloat16 (the linear attention's float32 upcast), CPU, the three named configs
+GLOBAL_LIVE_TENSORS = {4: 26.0, 2: 44.0}
 
 
 def build_vae(cfg: CodecConfig) -> nn.Module:
@@ -106,6 +113,11 @@ class TilePlan:
     @property
     def calls(self) -> int:
         return math.ceil(self.batch * self.tiles / self.per_call)
+
+    @property
+    def call_pixels(self) -> int:
+        """Output pixels of one decoder call."""
+        return self.per_call * self.tile[0] * self.tile[1] * DOWNSCALE**2
 
     @property
     def decoded_pixels(self) -> int:
@@ -194,12 +206,16 @@ def plan_decode(
     overlap: int = TILE_OVERLAP,
     tile: int | None = None,
     out_itemsize: int = 4,
-) -> TilePlan:
+    split: SplitSpec | None = None,
+) -> DecodePlan:
     """The decode of a (batch, C, h, w) latent within ``budget_bytes`` (``math.inf``: whole, one call).
 
-    The fewest tiles whose single piece fits (ties: the fewest decoded pixels, then row strips), then as
-    many pieces per call as fit, spread over equal calls. ``tile`` fixes a square tile side instead.
-    Raises ``LimitExceededError`` when not even the smallest tile fits the budget.
+    Whole when one image fits. Else, given the decoder's ``split`` (``split_spec``), the exact split
+    decode in the fewest strips that fit (``SplitPlan``). Else (no split, or not even the global part
+    fits) blended tiles: the fewest whose single piece fits (ties: the fewest decoded pixels, then row
+    strips), then as many pieces per call as fit, spread over equal calls. ``tile`` fixes a square tile
+    side instead (and so blended tiles). Raises ``LimitExceededError`` when not even the smallest tile
+    fits the budget.
     """
     h, w = latent_size
     if overlap < 1:
@@ -219,6 +235,10 @@ def plan_decode(
         per_call = _pieces_per_call(plan, budget_bytes)
         if per_call:
             return dataclasses.replace(plan, per_call=per_call)
+        if not plan.tiled and split is not None and tile is None and bytes_per_pixel is not None:
+            strips = _split_plan((h, w), batch, split, bytes_per_pixel, budget_bytes, out_itemsize)
+            if strips is not None:  # whole did not fit: the exact split before blended tiles
+                return strips
     smallest = min(plans, key=lambda p: p.estimated_bytes)
     raise LimitExceededError(
         f"a decode memory budget of {budget_bytes / GIB:.3f} GiB cannot hold even the smallest tile, "
@@ -257,7 +277,7 @@ def plan_for(
     bytes_per_pixel: float | None = None,
     overlap: int = TILE_OVERLAP,
     tile: int | None = None,
-) -> TilePlan:
+) -> DecodePlan:
     """``decode_latent``'s plan for this latent, or for a (shape, dtype, device) of one: see there."""
     if isinstance(latent, Tensor):
         latent = (latent.shape, latent.dtype, latent.device)
@@ -272,8 +292,11 @@ def plan_for(
     if bytes_per_pixel is None and tile is None and not math.isinf(budget):
         raise ValueError("the decoder has no DC-AE config to estimate its memory from: pass bytes_per_pixel")
     itemsize = torch.empty((), dtype=dtype).element_size()
+    decoder = getattr(vae, "decoder", None)
+    split = split_spec(decoder, dtype) if tile is None and isinstance(decoder, nn.Module) else None
     return plan_decode((shape[-2], shape[-1]), batch=shape[0], bytes_per_pixel=bytes_per_pixel,
-                       budget_bytes=budget, overlap=overlap, tile=tile, out_itemsize=itemsize)  # fmt: skip
+                       budget_bytes=budget, overlap=overlap, tile=tile, out_itemsize=itemsize,
+                       split=split)  # fmt: skip
 
 
 # A CUDA graph of the compiled decoder held 1.88-1.89x the working set that the same decoder allocates
@@ -281,8 +304,11 @@ def plan_for(
 GRAPH_POOL_FACTOR = 2.0
 
 
-def fits_graphed(plan: TilePlan, budget_bytes: float) -> bool:
-    """Whether ``plan``'s decoder calls may replay from a CUDA graph within ``budget_bytes``."""
+def fits_graphed(plan: DecodePlan, budget_bytes: float) -> bool:
+    """Whether ``plan``'s decoder calls may replay from a CUDA graph within ``budget_bytes`` (never a
+    split plan's: it runs the decoder's parts, not the whole decoder)."""
+    if isinstance(plan, SplitPlan):
+        return False
     return plan.estimated_bytes * GRAPH_POOL_FACTOR <= budget_bytes
 
 
@@ -302,15 +328,22 @@ def decode_latent(
     ``tiled``: None decodes whole when the estimate fits ``budget_bytes`` (None: ``default_budget_bytes``
     of the latent's device), else by ``plan_decode``; True always follows the plan (under the default
     CUDA budget when there is none); False decodes whole. ``bytes_per_pixel`` calibrates the estimate.
-    ``decoder`` runs ``vae.decoder``'s computation in its place (a compiled, graph-replayed copy).
+    ``decoder`` runs ``vae.decoder``'s computation in its place (a compiled, graph-replayed copy) for
+    whole and tiled decodes; a split decode runs ``vae.decoder``'s parts instead.
     """
     plan = plan_for(vae, latent, tiled, budget_bytes=budget_bytes, bytes_per_pixel=bytes_per_pixel,
                     overlap=overlap, tile=tile)  # fmt: skip
+    if isinstance(plan, SplitPlan):
+        return run_plan(vae.decoder, latent, plan)
     return run_plan(decoder or vae.decoder, latent, plan)
 
 
-def run_plan(decoder: Callable[[Tensor], Tensor], latent: Tensor, plan: TilePlan) -> Tensor:
-    """Decode ``latent`` as ``plan`` says: whole (in equal batches), or tiles blended into one image."""
+def run_plan(decoder: Callable[[Tensor], Tensor], latent: Tensor, plan: DecodePlan) -> Tensor:
+    """Decode ``latent`` as ``plan`` says: whole (in equal batches), tiles blended into one image, or
+    (``SplitPlan``, ``decoder`` the DC-AE ``Decoder`` module itself) the global part whole and the
+    local part in strips."""
+    if isinstance(plan, SplitPlan):
+        return _run_split(decoder, latent, plan)
     if not plan.tiled:
         if plan.per_call >= latent.shape[0]:
             return decoder(latent)
@@ -359,3 +392,280 @@ def _tile_weights(plan: TilePlan, i: int, j: int, device: torch.device) -> Tenso
     wy = _ramp(th * DOWNSCALE, *edges(plan.rows, i, th), device)
     wx = _ramp(tw * DOWNSCALE, *edges(plan.cols, j, tw), device)
     return wy[:, None] * wx[None, :]
+
+
+# --- the split decode: global stages whole, local stages in strips ------------------------------------
+
+_POINTWISE = (nn.SiLU, nn.ReLU, nn.ReLU6, nn.GELU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Hardswish,
+              nn.Identity)  # fmt: skip
+
+
+class _NotLocal(Exception):
+    """A module whose output rows depend on more than a fixed band of input rows (or one not known)."""
+
+
+def _rows_in(module: nn.Module, rows: int) -> tuple[int, int]:
+    """(halo rows at ``module``'s input, its upsampling factor) for a halo of ``rows`` at its output.
+
+    A stride-1 conv with zero padding of its radius widens the halo by the radius; a x``f`` upsample
+    (nearest interpolation then a conv, or a conv then a pixel shuffle, plus the channel-repeat
+    shortcut) needs ceil(rows / f) input rows; per-pixel norms and activations need nothing more."""
+    from diffusers.models.autoencoders.autoencoder_dc import DCUpBlock2d, ResBlock
+    from diffusers.models.normalization import RMSNorm
+
+    if isinstance(module, nn.Conv2d):
+        k, d, p = module.kernel_size[0], module.dilation[0], module.padding
+        radius = d * (k - 1) // 2
+        if module.stride[0] != 1 or k % 2 == 0 or module.padding_mode != "zeros" or p in ("valid",):
+            raise _NotLocal(module)
+        if p != "same" and p[0] != radius:
+            raise _NotLocal(module)
+        return rows + radius, 1
+    if isinstance(module, nn.Sequential):
+        factor = 1
+        for child in reversed(module):
+            rows, f = _rows_in(child, rows)
+            factor *= f
+        return rows, factor
+    if isinstance(module, ResBlock):
+        if not isinstance(module.norm, RMSNorm) or not isinstance(module.nonlinearity, _POINTWISE):
+            raise _NotLocal(module)  # a batch norm in training mode would be global
+        return _rows_in(module.conv1, _rows_in(module.conv2, rows)[0])[0], 1
+    if isinstance(module, DCUpBlock2d):
+        f = module.factor
+        if module.interpolate:
+            if module.interpolation_mode != "nearest":
+                raise _NotLocal(module)
+            return -(-_rows_in(module.conv, rows)[0] // f), f
+        return _rows_in(module.conv, -(-rows // f))[0], f
+    if isinstance(module, (RMSNorm, *_POINTWISE)):
+        return rows, 1
+    raise _NotLocal(module)
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Where a DC-AE decoder splits, and what its parts cost (per output pixel, at the decode's dtype).
+
+    ``stage``: the local part is ``up_blocks[stage - 1] .. up_blocks[0]`` and the output head; the global
+    part, ``conv_in`` and ``up_blocks[-1] .. up_blocks[stage]``. ``scale``: output px per feature row at
+    the split; ``halo``: feature rows either side of a strip that the local part's receptive field
+    reaches. ``feature_bytes``: the split features; ``global_bytes``: the global part's estimated peak."""
+
+    stage: int
+    scale: int
+    halo: int
+    channels: int
+    feature_bytes: float
+    global_bytes: float
+
+
+def _stage_width(stage: nn.Module) -> int:
+    """The widest input of a stage's blocks (channels of its first conv or linear layer)."""
+    return max((_block_width(block) for block in stage), default=0)
+
+
+def _block_width(block: nn.Module) -> int:
+    first = next(m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return first.in_channels if isinstance(first, nn.Conv2d) else first.in_features
+
+
+def _stage_values(stage: nn.Module, downscale: int) -> float:
+    """Values per output pixel of a stage's widest block input; an upsample's input is at half the
+    resolution of the stage (``downscale``: output px per stage px along one axis)."""
+    return max((_block_width(b) / (downscale * (b.factor if _is_upsample(b) else 1)) ** 2 for b in stage),
+               default=0.0)  # fmt: skip
+
+
+def split_spec(decoder: nn.Module, dtype: torch.dtype = torch.float32) -> SplitSpec | None:
+    """How a diffusers DC-AE ``Decoder`` splits into a global and a local part; None where it cannot.
+
+    The local part is the longest run of the last stages (``up_blocks[0]``, ``up_blocks[1]``, ... run
+    last) whose every module is local (``_rows_in``: ResBlocks, up-sampling blocks), plus the output
+    head (``norm_out``, ``conv_act``, ``conv_out``); the global part is what comes before (``conv_in``
+    and the stages holding EfficientViT blocks, whose linear attention sees the whole image). None: not
+    a diffusers ``Decoder``, or no local stage at its end."""
+    try:
+        from diffusers.models.autoencoders.autoencoder_dc import Decoder
+    except ImportError:  # pragma: no cover - diffusers is a dependency
+        return None
+    if not isinstance(decoder, Decoder):
+        return None
+    try:
+        halo, scale = _rows_in(nn.Sequential(decoder.norm_out, decoder.conv_act, decoder.conv_out), 0)
+    except _NotLocal:
+        return None
+    stage = 0
+    for block in decoder.up_blocks:
+        try:
+            halo, factor = _rows_in(block, halo)
+        except _NotLocal:
+            break
+        stage, scale = stage + 1, scale * factor
+    # _rows_in rounds up at every upsample: ``halo`` is whole feature rows at the split
+    if stage == 0 or DOWNSCALE % scale:
+        return None
+    size = torch.empty((), dtype=dtype).element_size()
+    channels = _stage_width(decoder.up_blocks[stage - 1]) if len(decoder.up_blocks[stage - 1]) else 0
+    if not channels:  # an empty last local stage: the features are the deepest non-empty stage's width
+        channels = max((_stage_width(b) for b in decoder.up_blocks[stage:] if len(b)),
+                       default=decoder.conv_in.out_channels)  # fmt: skip
+    # values per output pixel of the widest global tensor: stage i runs at 1/(scale * 2^(i - stage))
+    widest, downscale = decoder.conv_in.out_channels / DOWNSCALE**2, scale
+    for block in list(decoder.up_blocks)[stage:]:
+        widest = max(widest, _stage_values(block, downscale))
+        downscale *= math.prod(m.factor for m in block if _is_upsample(m))
+    live = GLOBAL_LIVE_TENSORS.get(size, GLOBAL_LIVE_TENSORS[4])
+    return SplitSpec(stage, scale, halo, channels, channels / scale**2 * size, live * widest * size)
+
+
+def _is_upsample(module: nn.Module) -> bool:
+    from diffusers.models.autoencoders.autoencoder_dc import DCUpBlock2d
+
+    return isinstance(module, DCUpBlock2d)
+
+
+def _global_part(decoder: nn.Module, stage: int, latent: Tensor) -> Tensor:
+    """``decoder``'s computation from the latent to the features that ``up_blocks[stage]`` puts out."""
+    x = decoder.conv_in(latent)
+    if decoder.in_shortcut:
+        reps = decoder.in_shortcut_repeats
+        x = x + latent.repeat_interleave(reps, dim=1, output_size=latent.shape[1] * reps)
+    for block in reversed(decoder.up_blocks[stage:]):
+        x = block(x)
+    return x
+
+
+def _local_part(decoder: nn.Module, stage: int, features: Tensor) -> Tensor:
+    """``decoder``'s computation from the split features to pixels."""
+    x = features
+    for block in reversed(decoder.up_blocks[:stage]):
+        x = block(x)
+    x = decoder.norm_out(x.movedim(1, -1)).movedim(-1, 1)
+    return decoder.conv_out(decoder.conv_act(x))
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The exact decode in strips: the global part of ``per_call`` images at once on their whole latents,
+    then the local part on horizontal strips of its features (starting at feature rows ``starts``), each
+    with ``split.halo`` rows either side where the image goes on, cropped back to the strip."""
+
+    latent_size: tuple[int, int]
+    batch: int
+    split: SplitSpec
+    starts: tuple[int, ...]
+    per_call: int  # images per call of the global part, and per call of the local part on one strip
+    bytes_per_pixel: float
+    out_itemsize: int = 4
+
+    @property
+    def feature_rows(self) -> int:
+        return self.latent_size[0] * DOWNSCALE // self.split.scale
+
+    @property
+    def strips(self) -> tuple[tuple[int, int, int, int], ...]:
+        """(first, end, first with halo, end with halo) feature rows of each strip."""
+        ends = (*self.starts[1:], self.feature_rows)
+        halo, rows = self.split.halo, self.feature_rows
+        pairs = zip(self.starts, ends, strict=True)
+        return tuple((a, b, max(0, a - halo), min(rows, b + halo)) for a, b in pairs)
+
+    @property
+    def tiles(self) -> int:
+        return len(self.starts)
+
+    @property
+    def tiled(self) -> bool:
+        return True
+
+    @property
+    def calls(self) -> int:
+        """Calls of the local part (the global part takes one per ``per_call`` images on top)."""
+        return math.ceil(self.batch / self.per_call) * self.tiles
+
+    @property
+    def call_pixels(self) -> int:
+        """Output pixels, halo included, of the largest call of the local part."""
+        rows = max(hi - lo for _, _, lo, hi in self.strips)
+        return self.per_call * rows * self.split.scale * self._width_px
+
+    @property
+    def decoded_pixels(self) -> int:
+        """Output pixels the local part computes, halos included (the global part runs at 1/scale)."""
+        return self.batch * sum(hi - lo for _, _, lo, hi in self.strips) * self.split.scale * self._width_px
+
+    @property
+    def _width_px(self) -> int:
+        return self.latent_size[1] * DOWNSCALE
+
+    @property
+    def estimated_bytes(self) -> float:
+        """Estimated peak: the output, plus either the global part's peak or the split features and a
+        call of the local part (``bytes_per_pixel`` times its output pixels, halo included)."""
+        image_px = self.latent_size[0] * self.latent_size[1] * DOWNSCALE**2
+        out = self.batch * 3 * image_px * self.out_itemsize
+        global_peak = self.per_call * image_px * self.split.global_bytes
+        features = self.per_call * image_px * self.split.feature_bytes
+        local_peak = features + self.call_pixels * self.bytes_per_pixel
+        return out + max(global_peak, local_peak)
+
+    def describe(self) -> str:
+        h, w = self.latent_size
+        heights = sorted({b - a for a, b, _, _ in self.strips})
+        rows = f"{heights[0]}" if len(heights) == 1 else f"{heights[0]}-{heights[-1]}"
+        return (
+            f"{w * DOWNSCALE}x{h * DOWNSCALE}x{self.batch}: split at 1/{self.split.scale}: "
+            f"{self.tiles} strips of {rows} rows (+{self.split.halo} halo rows), {self.calls} call(s) of "
+            f"{self.per_call}, "
+            f"{self.decoded_pixels / (self.batch * h * w * DOWNSCALE**2):.2f}x the pixels, "
+            f"est. {self.estimated_bytes / GIB:.2f} GiB"
+        )
+
+
+DecodePlan = TilePlan | SplitPlan
+
+
+def _split_plan(
+    latent_size: tuple[int, int], batch: int, split: SplitSpec, bytes_per_pixel: float, budget_bytes: float,
+    out_itemsize: int,
+) -> SplitPlan | None:  # fmt: skip
+    """The fewest strips (heights as equal as possible) whose local call fits the budget, with as many
+    images per call as fit; None where even the global part of one image or strips of one row do not."""
+    rows = latent_size[0] * DOWNSCALE // split.scale
+    for count in range(2, rows + 1):
+        starts = tuple(k * rows // count for k in range(count))  # heights differ by at most one row
+        plan = SplitPlan(latent_size, batch, split, starts, 1, bytes_per_pixel, out_itemsize)
+        fits = 0
+        while fits < batch and dataclasses.replace(plan, per_call=fits + 1).estimated_bytes <= budget_bytes:
+            fits += 1
+        if fits:
+            return dataclasses.replace(plan, per_call=math.ceil(batch / math.ceil(batch / fits)))
+        image_px = latent_size[0] * latent_size[1] * DOWNSCALE**2
+        if image_px * (batch * 3 * out_itemsize + split.global_bytes) > budget_bytes:
+            return None  # the global part alone does not fit: more strips will not help
+    return None
+
+
+def _run_split(decoder: nn.Module, latent: Tensor, plan: SplitPlan) -> Tensor:
+    """The split decode: per group of ``plan.per_call`` images, the global part on their whole latents,
+    then the local part on each strip of its features (halo included) cropped into the output."""
+    spec = split_spec(decoder) if isinstance(decoder, nn.Module) else None
+    planned = plan.split
+    if spec is None or (spec.stage, spec.scale, spec.halo) != (planned.stage, planned.scale, planned.halo):
+        raise TypeError(f"a split plan runs the DC-AE Decoder module it was planned for, not {type(decoder)}")
+    s, (h, w) = plan.split.scale, plan.latent_size
+    out = None
+    for first in range(0, latent.shape[0], plan.per_call):
+        group = latent[first : first + plan.per_call]
+        features = _global_part(decoder, spec.stage, group)
+        if features.shape[-2:] != (h * DOWNSCALE // s, w * DOWNSCALE // s):
+            raise ValueError(f"split features {tuple(features.shape)} do not fit the plan: {plan.describe()}")
+        for a, b, lo, hi in plan.strips:
+            piece = _local_part(decoder, spec.stage, features[:, :, lo:hi])
+            if out is None:
+                out = piece.new_empty((latent.shape[0], piece.shape[1], h * DOWNSCALE, w * DOWNSCALE))
+            out[first : first + group.shape[0], :, a * s : b * s] = piece[:, :, (a - lo) * s : (b - lo) * s]
+            del piece  # not alive through the next strip's call
+        del features
+    return out

@@ -225,7 +225,7 @@ def _dc_ae_memory(codec, latent_hat, header) -> dict:  # noqa: ANN001
         if graphs is not None:
             graphs.enabled = enabled
     used = torch.cuda.max_memory_allocated() - resident
-    per_call_px = plan.per_call * plan.tile[0] * plan.tile[1] * 32**2
+    per_call_px = plan.call_pixels  # a split plan's largest strip call (its global part runs at 1/8..1/32)
     row |= {"dc_ae_peak_gib": used / 2**30, "resident_gib": resident / 2**30,
             "dc_ae_bytes_per_px": used / per_call_px}  # fmt: skip
     if graphs is not None and graphs.pool is not None:
