@@ -2,12 +2,27 @@
 transform, whose 1/16 features the latent codec fuses with the DC-AE latent, is in ``codec.elic``.)
 
 Decoding within a memory budget. The DC-AE decoder's working memory is its full-resolution activations,
-linear in the pixels decoded at once. ``plan_decode`` picks the fewest tiles (so the least recomputed
-overlap) whose estimated peak fits a budget, and decodes tiles of one shape together as a batch when
-the budget holds several. Tiles overlap by ``overlap`` latent px and are blended with linear ramps,
-normalised by the summed weights (where three tiles meet along one axis the ramps do not sum to one).
-The DC-AE's linear attention is global, so a tiled decode differs slightly from a whole one: the budget
-decides, and the whole latent is decoded in one piece whenever it fits.
+linear in the pixels decoded at once. ``plan_decode`` decodes the whole latent in one piece whenever it
+fits the budget. Past that, two plans:
+
+* The split decode (``SplitPlan``, exact). Only the decoder's deep, low-resolution stages are global
+  (EfficientViT blocks: linear attention over the whole image); the stages after them (ResBlocks of 3x3
+  convs and per-pixel RMSNorm, nearest-x2 upsampling blocks, the output head) are local with a finite
+  receptive field. ``split_spec`` finds that split from the modules and counts the local part's halo
+  in feature rows at the split (7 rows at 1/8 for ditic-official). The global part runs on the whole
+  latent; the local part on horizontal strips of its features, each with the halo where the image goes
+  on, cropped back, so the result equals the whole decode up to float rounding. The fewest strips of
+  near-equal height whose call fits, as many images per call as fit. It runs the ``Decoder`` module's
+  parts (eagerly, or as ``torch.compile`` left the submodules), never a graph-replayed whole decoder.
+  Its estimate adds the global part's peak (``GLOBAL_LIVE_TENSORS`` of its widest tensor per pixel,
+  measured on CPU), which for ditic-official at 1/8 is not small: where that alone does not fit, the
+  split is not used.
+* Blended tiles (``TilePlan``, approximate), for decoders that do not split, fixed ``tile=`` sizes, or
+  a global part too big: the fewest tiles (so the least recomputed overlap) whose estimated peak fits,
+  tiles of one shape decoded together as a batch when the budget holds several. Tiles overlap by
+  ``overlap`` latent px and are blended with linear ramps, normalised by the summed weights (where
+  three tiles meet along one axis the ramps do not sum to one). Each tile's attention sees only the
+  tile, so the result differs slightly from a whole decode.
 
 The estimate (``decoder_bytes_per_pixel``): the peak of one decoder call is set by its last,
 full-resolution stage of ``C`` channels (``block_out_channels[0]``), where a ResBlock holds its residual,
@@ -17,7 +32,9 @@ channels at full resolution. Measured peaks of eager decodes (CPU, ``torch.profi
 float32 and 6.5–6.8 in bfloat16 (diffusers' RMSNorm upcasts its input to float32, two float32 copies of
 a ``C``-channel tensor). Hence ``LIVE_TENSORS``. ``torch.compile`` fuses the elementwise tail and needs
 less (~4 bf16 tensors: 1 KiB/px for ditic-official, inferred from two H200 peaks); pass a measured
-``bytes_per_pixel`` to calibrate. Outside the estimate: weights and whatever else is resident.
+``bytes_per_pixel`` to calibrate (a split plan applies it to its local part, which runs uncompiled
+even on a compiled codec: a calibration from compiled whole decodes may understate it). Outside the
+estimate: weights and whatever else is resident. No split-plan estimate has been checked on a GPU.
 """
 
 from __future__ import annotations
