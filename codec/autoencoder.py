@@ -310,7 +310,12 @@ def plan_for(
         raise ValueError("the decoder has no DC-AE config to estimate its memory from: pass bytes_per_pixel")
     itemsize = torch.empty((), dtype=dtype).element_size()
     decoder = getattr(vae, "decoder", None)
-    split = split_spec(decoder, dtype) if tile is None and isinstance(decoder, nn.Module) else None
+    # not for a compiled decoder (Codec(compile=True)): the split runs the decoder's parts, which its
+    # in-place compile does not cover, and nothing of it has been measured on a GPU yet; the compiled
+    # decoder keeps the blended tiles whose times docs/BENCHMARKS.md reports
+    compiled = getattr(decoder, "_compiled_call_impl", None) is not None
+    usable = tile is None and isinstance(decoder, nn.Module) and not compiled
+    split = split_spec(decoder, dtype) if usable else None
     return plan_decode((shape[-2], shape[-1]), batch=shape[0], bytes_per_pixel=bytes_per_pixel,
                        budget_bytes=budget, overlap=overlap, tile=tile, out_itemsize=itemsize,
                        split=split)  # fmt: skip

@@ -367,3 +367,18 @@ def test_blended_tiles_remain_where_the_split_cannot_apply(tiny_model):
     assert isinstance(plan_decode((20, 28), split=heavy, **kw), TilePlan)
     with pytest.raises(TypeError, match="Decoder module"):  # a graph-replayed callable cannot split
         run_plan(lambda x: vae.decoder(x), z, plan_for(vae, z, True, budget_bytes=0.07 * GIB))
+
+
+def test_a_compiled_decoder_keeps_blended_tiles():
+    """``Codec(compile=True)`` compiles ``vae.decoder`` in place; its parts are not compiled, so the plan
+    stays on blended tiles for it (the split is unmeasured on a GPU) while the eager decoder splits."""
+    from codec.autoencoder import SplitPlan, TilePlan, build_vae, plan_for
+    from codec.config import get_config
+
+    vae = build_vae(get_config("ditic-test")).eval()
+    latent = (torch.Size((1, vae.config.latent_channels, 32, 32)), torch.float32, torch.device("cpu"))
+    budget = 100 * 2**20  # 1024² does not fit whole: 2 split strips eager, 2x2 blended tiles compiled
+    assert isinstance(plan_for(vae, latent, True, budget_bytes=budget), SplitPlan)
+    vae.decoder.compile(dynamic=False)  # sets the compiled call; nothing is traced until it runs
+    plan = plan_for(vae, latent, True, budget_bytes=budget)
+    assert isinstance(plan, TilePlan) and plan.tiled
