@@ -62,6 +62,8 @@ class TrainOptions:
     lambda_max: float = LAMBDA_MAX
     lambda_min: float = LAMBDA_MIN
     lambda_ramp: float = 0.0  # fraction of the schedule after stage A over which λ rises from 0 to full
+    gain_lr_mult: float = 1.0  # the per-quality gains of y learn this many times faster than the rest
+    gain_ladder: tuple[float, ...] | None = None  # initial gain of each quality (default 2^(q - Q))
     perceptual: str = "vgg"  # vgg | alex | none
     perceptual_weight: float = 1.0
     stage_a_perceptual_weight: float | None = None  # None: perceptual_weight in stage A too
@@ -122,6 +124,14 @@ class TrainOptions:
             raise ValueError(f"bad stage fractions: A {self.stage_a}, C {self.stage_c}")
         if not 0.0 <= self.lambda_ramp <= 1.0:
             raise ValueError(f"--lambda-ramp must be a fraction in [0, 1], got {self.lambda_ramp}")
+        if self.gain_lr_mult <= 0:
+            raise ValueError(f"--gain-lr-mult must be positive, got {self.gain_lr_mult}")
+        if self.gain_ladder is not None:
+            qualities = get_config(self.config).latent.num_qualities
+            ladder = list(self.gain_ladder)
+            if len(ladder) != qualities or any(g <= 0 for g in ladder) or ladder != sorted(ladder):
+                raise ValueError(f"--gain-ladder needs {qualities} positive gains in rising order (one per "
+                                 f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError(
                 f"--batch-size and --steps must be positive, got {self.batch_size}, {self.steps}"
@@ -333,6 +343,14 @@ def evaluate_held_out(model: torch.nn.Module, images: torch.Tensor, qualities: l
 
 
 # --- command line ------------------------------------------------------------------------------
+def _floats(text: str) -> tuple[float, ...]:
+    """``"0.25,0.5,1,2"`` -> (0.25, 0.5, 1.0, 2.0), for argparse."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") -> None:
     d = TrainOptions()
     a = parser.add_argument
@@ -360,6 +378,13 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--lambda-ramp", type=float, default=d.lambda_ramp,
       help="fraction of the schedule, from the end of stage A, over which λ rises linearly from 0 "
            "(lets the decoder learn to use bits before the rate term squeezes them; 0: off)")  # fmt: skip
+    a("--gain-lr-mult", type=float, default=d.gain_lr_mult,
+      help="learning-rate multiplier of y's per-quality gain vectors (at 1 they barely leave their "
+           "initial values in a short run, so those, not λ, set the rates: docs/TRAINING.md, "
+           "session 8)")  # fmt: skip
+    a("--gain-ladder", type=_floats,
+      help="initial gain of each quality, lowest first, comma-separated (default 2^(q - Q): "
+           "0.125,0.25,0.5,1 for four); a finer top quality codes y more finely from the start")  # fmt: skip
     a("--latent-weight", type=float, default=d.latent_weight,
       help="weight of the decoded latent's relative MSE to the clean latent in stages B/C (not in the "
            "release's objective; 0: off)")  # fmt: skip

@@ -71,6 +71,8 @@ class Trainer:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         self.cfg = opts.codec_config()
         self.model = DiTIC(self.cfg).to(self.device)
+        if opts.gain_ladder is not None:  # before the EMA copies the weights; a resume overwrites them
+            self._set_gain_ladder(opts.gain_ladder)
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -99,11 +101,25 @@ class Trainer:
 
         return STLPIPS(self.opts.perceptual)
 
+    def _set_gain_ladder(self, ladder: tuple[float, ...]) -> None:
+        """Initial gains (and inverse gains) of y per quality, lowest first, the same on every channel."""
+        codec = self.model.codec
+        with torch.no_grad():
+            values = torch.tensor(ladder, dtype=codec.gain.dtype, device=codec.gain.device)[:, None]
+            codec.gain.copy_(values.expand_as(codec.gain))
+            codec.inverse_gain.copy_((1.0 / values).expand_as(codec.inverse_gain))
+
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         named = list(self.model.named_parameters())
         main = [p for n, p in named if not n.endswith("quantiles")]
         aux = [p for n, p in named if n.endswith("quantiles")]
         kw = {"betas": (0.9, 0.999), "weight_decay": 0.0, "fused": self.cuda}
+        if self.opts.gain_lr_mult != 1.0:  # a second group (lr_mult: see train_step); one group otherwise,
+            # as the training states saved before this option have
+            gains = {"codec.gain", "codec.inverse_gain"}
+            rest = [p for n, p in named if n not in gains and not n.endswith("quantiles")]
+            own = [p for n, p in named if n in gains]
+            main = [{"params": rest}, {"params": own, "lr_mult": self.opts.gain_lr_mult}]
         return {
             "main": torch.optim.AdamW(main, lr=self.opts.lr, **kw),
             "aux": torch.optim.AdamW(aux, lr=self.opts.aux_lr, **kw),
@@ -233,7 +249,7 @@ class Trainer:
     def train_step(self) -> dict[str, Tensor]:
         """One optimisation step of the current stage; returns detached logging tensors."""
         for group in self.optimizers["main"].param_groups:
-            group["lr"] = self.opts.lr * self.lr_factor()
+            group["lr"] = self.opts.lr * self.lr_factor() * group.get("lr_mult", 1.0)
         x, q = self._batch()
         self.criterion.rate_scale = self.rate_scale()
         a_weight = self.opts.stage_a_perceptual_weight
@@ -255,6 +271,8 @@ class Trainer:
             aux = self.model.codec.entropy_bottleneck.aux_loss()
             self._opt_step("aux", aux, self.optimizers["aux"].param_groups[0]["params"], None)
             parts["aux"] = aux.detach()
+            gain = self.model.codec.gain.detach()  # the rates follow these (docs/TRAINING.md, session 8)
+            parts["gain_q1"], parts[f"gain_q{gain.shape[0]}"] = gain[0].mean(), gain[-1].mean()
             parts |= per_quality(terms.bpp, terms.psnr, q, len(self.cfg.qualities))
         if self.stage == "C":
             with self._autocast():

@@ -251,3 +251,56 @@ def test_linear_path_is_set_to_an_orthonormal_pca_basis_as_stage_b_begins(photos
     gram = weight.T @ weight  # one step of lr 3e-4 after an orthonormal start
     assert torch.allclose(gram, torch.eye(codec.M), atol=0.02)
     assert trainer.cfg.latent.linear_path and not TrainOptions().linear_path
+
+
+def test_gain_ladder_sets_the_initial_gains_and_the_multiplier_lets_them_move(photos: Path, tmp_path: Path):
+    """The per-quality gains of y set the rates; at the shared learning rate they barely move in a short
+    run (docs/TRAINING.md, session 8). --gain-ladder sets where they start, --gain-lr-mult how fast."""
+    ladder = (0.5, 1.0, 2.0, 4.0)
+    trainer = Trainer(_opts(photos, tmp_path / "ladder", gain_ladder=ladder))
+    codec = trainer.model.codec
+    assert torch.allclose(codec.gain, torch.tensor(ladder)[:, None].expand_as(codec.gain))
+    assert torch.allclose(codec.gain * codec.inverse_gain, torch.ones_like(codec.gain))
+    assert torch.allclose(trainer.ema.shadow["codec.gain"].float(), codec.gain.detach())  # EMA too
+
+    moved = {}
+    for mult in (1.0, 50.0):
+        t = Trainer(_opts(photos, tmp_path / f"mult{mult}", stage="B", steps=2, gain_lr_mult=mult))
+        before = t.model.codec.gain.detach().clone()
+        t.fit()
+        moved[mult] = (t.model.codec.gain.detach() - before).abs().max().item()
+        log_text = (tmp_path / f"mult{mult}" / "log.jsonl").read_text()
+        rows = [json.loads(line) for line in log_text.splitlines()]
+        assert any("gain_q1" in row and "gain_q4" in row for row in rows)
+    assert moved[1.0] > 0 and moved[50.0] > 10 * moved[1.0]
+
+
+def test_gain_options_are_checked_and_parsed(photos: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="gain-ladder"):
+        _opts(photos, tmp_path, gain_ladder=(1.0, 0.5, 2.0, 4.0)).check()  # not rising
+    with pytest.raises(ValueError, match="gain-ladder"):
+        _opts(photos, tmp_path, gain_ladder=(1.0, 2.0)).check()  # ditic-test has four qualities
+    with pytest.raises(ValueError, match="gain-lr-mult"):
+        _opts(photos, tmp_path, gain_lr_mult=0.0).check()
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", str(photos), "--gain-ladder", "0.25,0.5,1,2", "--gain-lr-mult", "20"])
+    opts = options_from_args(args)
+    assert opts.gain_ladder == (0.25, 0.5, 1.0, 2.0) and opts.gain_lr_mult == 20.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--data", "x", "--gain-ladder", "a,b"])
+
+
+def test_resume_keeps_the_gains_own_learning_rate(photos: Path, tmp_path: Path):
+    """The gains' second optimizer group (and its lr_mult) survives a save and resume exactly."""
+    kw = dict(gain_lr_mult=30.0, gain_ladder=(0.25, 0.5, 1.0, 2.0))
+    straight = Trainer(_opts(photos, tmp_path / "straight", **kw))
+    straight.fit()
+    first = Trainer(_opts(photos, tmp_path / "split", **kw))
+    assert first.fit(until_step=1)["stop"] == "until_step"
+    second = Trainer(_opts(photos, tmp_path / "split", **kw))
+    assert second.resume()
+    assert [g.get("lr_mult", 1.0) for g in second.optimizers["main"].param_groups] == [1.0, 30.0]
+    second.fit()
+    a, b = _snapshot(straight), _snapshot(second)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
