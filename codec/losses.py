@@ -117,6 +117,7 @@ class RateDistortionLoss(nn.Module):
         perceptual_weight: float = 1.0,
         distill_weight: float = 0.05,
         latent_weight: float = 0.0,
+        distill_margin: float = 0.5,
     ) -> None:
         super().__init__()
         if not lambdas:
@@ -128,6 +129,11 @@ class RateDistortionLoss(nn.Module):
         self.mse_weight = mse_weight
         self.perceptual_weight = perceptual_weight
         self.distill_weight = distill_weight
+        # the hinge acts where cos(x̂₀, y₀) < 1 − margin: 0.5 in the release; a from-scratch codec with the
+        # latent loss keeps the cosine above that, so only a smaller margin lets the term act
+        if not 0.0 <= distill_margin < 2.0:
+            raise ValueError(f"distill_margin must be in [0, 2), got {distill_margin}")
+        self.distill_margin = distill_margin
         self.latent_weight = latent_weight  # 0: the release's objective; > 0 adds latent_mse_loss
         self.rate_scale = 1.0  # multiplies every λ_q: a training schedule may ramp the rate term in
 
@@ -167,9 +173,11 @@ class RateDistortionLoss(nn.Module):
             parts["bpp"] = bpp.detach().mean()
         loss = total.mean()
         if quality is not None and self.distill_weight > 0 and out.get("latent_hat") is not None:
-            distil = distillation_loss(out["latent_hat"], out["latent_clean"])
+            distil = distillation_loss(out["latent_hat"], out["latent_clean"], self.distill_margin)
             loss = loss + self.distill_weight * distil
             parts["distill"] = distil.detach()
+            cos = F.cosine_similarity(out["latent_hat"].detach().float(), out["latent_clean"].float(), dim=1)
+            parts["latent_cos"] = cos.mean()  # what the hinge compares with 1 − margin
         if quality is not None and self.latent_weight > 0 and out.get("latent_hat") is not None:
             latent = latent_mse_loss(out["latent_hat"], out["latent_clean"])
             loss = loss + self.latent_weight * latent

@@ -68,6 +68,7 @@ class TrainOptions:
     perceptual_weight: float = 1.0
     stage_a_perceptual_weight: float | None = None  # None: perceptual_weight in stage A too
     distill_weight: float = 0.05
+    distill_margin: float = 0.5  # the release's; the hinge acts where cos(x̂₀, y₀) < 1 − margin
     latent_weight: float = 0.0
     gan_weight: float = 0.5
     distill: bool = True
@@ -378,6 +379,10 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--lambda-ramp", type=float, default=d.lambda_ramp,
       help="fraction of the schedule, from the end of stage A, over which λ rises linearly from 0 "
            "(lets the decoder learn to use bits before the rate term squeezes them; 0: off)")  # fmt: skip
+    a("--distill-margin", type=float, default=d.distill_margin,
+      help="self-distillation hinge ReLU(1 − margin − cos): 0.5 as released, idle once the decoded latent's "
+           "cosine to the clean one exceeds 0.5 (always, with --linear-path: docs/EVALUATION.md); e.g. 0.01 "
+           "acts below 0.99")  # fmt: skip
     a("--gain-lr-mult", type=float, default=d.gain_lr_mult,
       help="learning-rate multiplier of y's per-quality gain vectors (at 1 they barely leave their "
            "initial values in a short run, so those, not λ, set the rates: docs/TRAINING.md, "

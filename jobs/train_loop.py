@@ -86,6 +86,7 @@ class Trainer:
             perceptual_weight=opts.perceptual_weight,
             distill_weight=opts.distill_weight if opts.distill else 0.0,
             latent_weight=opts.latent_weight,
+            distill_margin=opts.distill_margin,
         ).to(self.device)
         self.disc = PatchDiscriminator().to(self.device)
         self.optimizers = self._optimizers()

@@ -94,6 +94,26 @@ def test_rate_distortion_loss_uses_each_samples_lambda():
     assert single.loss.item() == pytest.approx(mse + 0.5 + 0.075, rel=1e-5)
 
 
+def test_distill_margin_sets_where_the_hinge_acts():
+    """ReLU(1 − margin − cos): at the release's 0.5 a latent at cos 0.9 pays nothing; at margin 0 it pays
+    0.1. The criterion logs the mean cosine beside the term."""
+    y0 = torch.zeros(1, 2, 1, 1)
+    y0[:, 0] = 1.0
+    x0 = torch.zeros(1, 2, 1, 1)
+    x0[:, 0], x0[:, 1] = 0.9, math.sqrt(1 - 0.81)  # cos 0.9
+    assert distillation_loss(x0, y0).item() == 0.0
+    assert distillation_loss(x0, y0, margin=0.0).item() == pytest.approx(0.1, abs=1e-6)
+    x = torch.zeros(1, 3, 4, 4)
+    out = dict(_output(x, 0.5), latent_hat=x0.expand(1, 2, 2, 2), latent_clean=y0.expand(1, 2, 2, 2))
+    release = RateDistortionLoss([1.0], distill_weight=0.05)(x, out, 1)
+    strict = RateDistortionLoss([1.0], distill_weight=0.05, distill_margin=0.01)(x, out, 1)
+    assert float(release.parts["distill"]) == 0.0 and float(strict.parts["distill"]) == pytest.approx(0.09)
+    assert float(strict.parts["latent_cos"]) == pytest.approx(0.9, abs=1e-6)
+    assert strict.loss.item() == pytest.approx(release.loss.item() + 0.05 * 0.09, rel=1e-5)
+    with pytest.raises(ValueError, match="distill_margin"):
+        RateDistortionLoss([1.0], distill_margin=-0.1)
+
+
 def test_latent_mse_is_relative_to_the_target_and_off_by_default():
     y0 = torch.full((1, 4, 2, 2), 2.0)
     assert latent_mse_loss(y0 * 1.5, y0).item() == pytest.approx(0.25)  # (1.0)² / 2²
