@@ -24,7 +24,9 @@ from torch import Tensor, nn
 __all__ = [
     "rate_lambdas",
     "bits_per_pixel",
+    "distillation_hinge",
     "distillation_loss",
+    "latent_cosine",
     "latent_mse_loss",
     "psnr",
     "LossTerms",
@@ -64,15 +66,24 @@ def bits_per_pixel(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     return total / float(num_pixels)
 
 
+def latent_cosine(x0_hat: Tensor, y0: Tensor) -> Tensor:
+    """cos(x̂₀, y₀) over channels per position, (B, h, w); y₀ (the clean latent) a constant target."""
+    if x0_hat.shape != y0.shape:
+        raise ValueError(f"x0_hat {tuple(x0_hat.shape)} and y0 {tuple(y0.shape)} differ in shape")
+    return F.cosine_similarity(x0_hat.float(), y0.detach().float(), dim=1)
+
+
+def distillation_hinge(cos: Tensor, margin: float = 0.5) -> Tensor:
+    """mean ReLU(1 − margin − cos): the self-distillation term from ``latent_cosine``'s output."""
+    return F.relu(1.0 - margin - cos).mean()
+
+
 def distillation_loss(x0_hat: Tensor, y0: Tensor, margin: float = 0.5) -> Tensor:
     """Self-distillation alignment (2): mean ReLU(1 − margin − cos(x̂₀, y₀)), cosine over channels.
 
     y₀ is the clean DC-AE latent of the input and is treated as a constant target.
     """
-    if x0_hat.shape != y0.shape:
-        raise ValueError(f"x0_hat {tuple(x0_hat.shape)} and y0 {tuple(y0.shape)} differ in shape")
-    cos = F.cosine_similarity(x0_hat.float(), y0.detach().float(), dim=1)  # (B, h, w)
-    return F.relu(1.0 - margin - cos).mean()
+    return distillation_hinge(latent_cosine(x0_hat, y0), margin)
 
 
 def latent_mse_loss(x0_hat: Tensor, y0: Tensor) -> Tensor:
@@ -173,11 +184,11 @@ class RateDistortionLoss(nn.Module):
             parts["bpp"] = bpp.detach().mean()
         loss = total.mean()
         if quality is not None and self.distill_weight > 0 and out.get("latent_hat") is not None:
-            distil = distillation_loss(out["latent_hat"], out["latent_clean"], self.distill_margin)
+            cos = latent_cosine(out["latent_hat"], out["latent_clean"])
+            distil = distillation_hinge(cos, self.distill_margin)
             loss = loss + self.distill_weight * distil
             parts["distill"] = distil.detach()
-            cos = F.cosine_similarity(out["latent_hat"].detach().float(), out["latent_clean"].float(), dim=1)
-            parts["latent_cos"] = cos.mean()  # what the hinge compares with 1 − margin
+            parts["latent_cos"] = cos.detach().mean()  # what the hinge compares with 1 − margin
         if quality is not None and self.latent_weight > 0 and out.get("latent_hat") is not None:
             latent = latent_mse_loss(out["latent_hat"], out["latent_clean"])
             loss = loss + self.latent_weight * latent
