@@ -57,6 +57,7 @@ class TrainOptions:
     aux_lr: float = 1e-3
     warmup: int = 100
     stage: str = "auto"  # auto | A | B | C
+    init: str | None = None  # start from these exported weights (fine-tuning), not a random init
     stage_a: float = 0.25
     stage_c: float = 0.0
     lambda_max: float = LAMBDA_MAX
@@ -372,6 +373,8 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
         choices=["auto", "A", "B", "C"],
         help="force one stage (default: scheduled)",
     )
+    a("--init", help="start from these exported weights (a .safetensors of the same config, e.g. the shipped "
+      "model) with fresh optimizers: fine-tuning, e.g. --stage C for the adversarial stage alone")
     a("--stage-a", type=float, default=d.stage_a, help="fraction of the schedule in stage A (autoencoder)")
     a("--stage-c", type=float, default=d.stage_c, help="fraction at the end in stage C (adversarial)")
     a("--lambda-max", type=float, default=d.lambda_max, help="λ of quality 1 (lowest rate)")

@@ -71,6 +71,7 @@ class Trainer:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         self.cfg = opts.codec_config()
         self.model = DiTIC(self.cfg).to(self.device)
+        self.init_model_id = self._load_init(opts.init) if opts.init else None
         if opts.gain_ladder is not None:  # before the EMA copies the weights; a resume overwrites them
             self._set_gain_ladder(opts.gain_ladder)
         if self.cuda:
@@ -101,6 +102,34 @@ class Trainer:
         from codec.perceptual import STLPIPS
 
         return STLPIPS(self.opts.perceptual)
+
+    @torch.no_grad()
+    def _load_init(self, path: str) -> str:
+        """Copy the weights of an exported model (same config) into the fresh model, in fp32; the EMA,
+        made after this, starts from them too. The coding tables are rebuilt at export. Returns its id."""
+        from safetensors.torch import load_file
+
+        from codec.weights import DERIVED_BUFFERS, canonical_names, load_checkpoint
+
+        _, info = load_checkpoint(path, verify=True)  # a clear error for a missing or corrupt file
+
+        def flat(cfg) -> dict:  # noqa: ANN001
+            sections = cfg.to_dict().items()
+            return {f"{s}.{k}": v for s, d in sections if isinstance(d, dict) for k, v in d.items()}
+
+        ours, theirs = flat(self.cfg), flat(info.config)
+        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        if differ:
+            raise ValueError(f"--init {path}: its config differs from the run's in {differ} "
+                             "(pass the switches it was trained with, e.g. --linear-path)")  # fmt: skip
+        state = load_file(path, device="cpu")
+        names = canonical_names(self.model) - set(DERIVED_BUFFERS)
+        target = self.model.state_dict(keep_vars=True)
+        for name in names:
+            target[name].data.copy_(state[name].to(target[name].dtype))
+        if self.rank == 0:
+            log.info("initialised from %s (model %s)", path, info.model_id)
+        return info.model_id
 
     def _set_gain_ladder(self, ladder: tuple[float, ...]) -> None:
         """Initial gains (and inverse gains) of y per quality, lowest first, the same on every channel."""
@@ -344,8 +373,8 @@ class Trainer:
                 break
             stage = stage_at(self.progress(), self.opts)
             if stage != self.stage:
-                if self.stage in ("", "A") and stage != "A":
-                    self._init_linear_path()
+                if self.stage in ("", "A") and stage != "A" and not self.opts.init:
+                    self._init_linear_path()  # an --init model keeps its own
                 self._enter(stage)
             tick = time.monotonic()
             parts = self.train_step()

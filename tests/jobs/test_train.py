@@ -307,3 +307,40 @@ def test_resume_keeps_the_gains_own_learning_rate(photos: Path, tmp_path: Path):
     second.fit()
     a, b = _snapshot(straight), _snapshot(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_starts_a_fine_tuning_run_from_an_export(photos: Path, tmp_path: Path):
+    """--init copies an exported model (fp16) into the run and its EMA; the linear path is not re-set;
+    a run of another config is refused, naming the difference."""
+    path = tmp_path / "base.safetensors"
+    trainer = Trainer(_opts(photos, tmp_path / "base", steps=2, stage_a=0.5, linear_path=True))
+    trainer.fit()
+    model_id = export_trainer(trainer, path)
+    exported = {k: v.float() for k, v in canonical_state_dict(load_codec_model(path)).items()}
+
+    tuned = Trainer(_opts(photos, tmp_path / "tuned", init=str(path), stage="C", steps=1, linear_path=True))
+    assert tuned.init_model_id == model_id
+    start = canonical_state_dict(tuned.model)
+    for name in ("codec.g_s_linear.weight", "vae.decoder.conv_out.weight", "codec.gain"):
+        assert torch.equal(start[name], exported[name]), name
+        assert torch.equal(tuned.ema.shadow[name].float(), exported[name]), name
+    fresh = Trainer(_opts(photos, tmp_path / "fresh", steps=1, linear_path=True))
+    assert not torch.equal(canonical_state_dict(fresh.model)["vae.decoder.conv_out.weight"],
+                           start["vae.decoder.conv_out.weight"])  # fmt: skip
+    resets = []
+    tuned._init_linear_path = lambda: resets.append(tuned.step)  # a fresh run calls it as B or C begins
+    summary = tuned.fit()
+    assert summary["stage"] == "C" and summary["step"] == 1 and resets == []
+    state = json.loads((tmp_path / "tuned" / "state" / "state.json").read_text())
+    assert state["options"]["init"] == str(path)
+
+    with pytest.raises(ValueError, match="latent.linear_path"):
+        Trainer(_opts(photos, tmp_path / "other", init=str(path)))  # without --linear-path
+    with pytest.raises(Exception, match="not found"):
+        Trainer(_opts(photos, tmp_path / "none", init=str(tmp_path / "missing.safetensors")))
+
+
+def load_codec_model(path: Path) -> torch.nn.Module:
+    from codec.weights import load_checkpoint
+
+    return load_checkpoint(path)[0]
