@@ -375,6 +375,8 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     )
     a("--init", help="start from these exported weights (a .safetensors of the same config, e.g. the shipped "
       "model) with fresh optimizers: fine-tuning, e.g. --stage C for the adversarial stage alone")
+    a("--gan-weight", type=float, default=d.gan_weight,
+      help="stage C: the generator's hinge-GAN term, times the adaptive weight (default 0.5, as released)")
     a("--stage-a", type=float, default=d.stage_a, help="fraction of the schedule in stage A (autoencoder)")
     a("--stage-c", type=float, default=d.stage_c, help="fraction at the end in stage C (adversarial)")
     a("--lambda-max", type=float, default=d.lambda_max, help="λ of quality 1 (lowest rate)")

@@ -285,10 +285,11 @@ def test_gain_options_are_checked_and_parsed(photos: Path, tmp_path: Path):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--data", str(photos), "--gain-ladder", "0.25,0.5,1,2", "--gain-lr-mult", "20",
-                              "--distill-margin", "0.01"])  # fmt: skip
+                              "--distill-margin", "0.01", "--gan-weight", "0.2"])  # fmt: skip
     opts = options_from_args(args)
     assert opts.gain_ladder == (0.25, 0.5, 1.0, 2.0) and opts.gain_lr_mult == 20.0
     assert opts.distill_margin == 0.01 and TrainOptions().distill_margin == 0.5  # the release's by default
+    assert opts.gan_weight == 0.2 and TrainOptions().gan_weight == 0.5
     assert Trainer(_opts(photos, tmp_path, distill_margin=0.01)).criterion.distill_margin == 0.01
     with pytest.raises(SystemExit):
         parser.parse_args(["--data", "x", "--gain-ladder", "a,b"])
