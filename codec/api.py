@@ -201,6 +201,10 @@ class Codec:
         self.tiled_decode: bool | None = None
         self.decode_memory_gib = decode_memory_gib
         self.decode_bytes_per_pixel = decode_bytes_per_pixel  # a measured value calibrates the estimate
+        # past the budget: "auto" (None: $DITIC_DECODE_PLAN, else auto) the exact split (its global part
+        # streamed where needed, and always on a compiled codec), "tiles" blended tiles, "split" only
+        # the split (autoencoder.plan_for)
+        self.decode_plan_kind: str | None = None
         # the decoder's heads (g_s, scale, aux, prompt), prompter and DiT step replay one CUDA graph per
         # shape on a GPU (codec.graphs); eager elsewhere. Launched op by op, the heads alone took 4.9 ms
         # at 1024² on an H200 (tools/decode_split.py).
@@ -361,7 +365,8 @@ class Codec:
     # --- DC-AE decode within the memory budget ---------------------------------------------------
     def _decode_options(self) -> dict:
         budget = None if self.decode_memory_gib is None else self.decode_memory_gib * autoencoder.GIB
-        return {"budget_bytes": budget, "bytes_per_pixel": self.decode_bytes_per_pixel}
+        return {"budget_bytes": budget, "bytes_per_pixel": self.decode_bytes_per_pixel,
+                "kind": self.decode_plan_kind}  # fmt: skip
 
     def decode_plan(self, width: int, height: int, batch: int = 1) -> autoencoder.DecodePlan:
         """How ``batch`` images of this size (padded to the y grid) would go through the DC-AE decoder."""

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,8 @@ __all__ = [
     "SplitPlan",
     "SplitSpec",
     "DecodePlan",
+    "StreamStep",
+    "DECODE_PLANS",
     "split_spec",
     "DEFAULT_DECODE_MEMORY_GIB",
     "TILE_OVERLAP",
@@ -78,6 +81,7 @@ DEFAULT_DECODE_MEMORY_GIB = 4.0  # the default budget on CUDA; elsewhere no budg
 LIVE_TENSORS = {4: 4.6, 2: 6.8}  # full-width tensors live per output pixel at the peak, by element size
 _BLEND_BYTES = 7 * 4  # per tile pixel, float32: the piece (upcast), its weights, the weighted piece
 GIB = 2**30
+DECODE_PLANS = ("auto", "split", "tiles")  # plan_for's kinds
 # widest tensors (of the global part, per output pixel) live at its peak, by element size: measured 23-24
 # in float32 and ~40 in bfloat16 (the linear attention's float32 upcast), CPU, the three named configs
 GLOBAL_LIVE_TENSORS = {4: 26.0, 2: 44.0}
@@ -224,13 +228,16 @@ def plan_decode(
     tile: int | None = None,
     out_itemsize: int = 4,
     split: SplitSpec | None = None,
+    stream: bool = False,
 ) -> DecodePlan:
     """The decode of a (batch, C, h, w) latent within ``budget_bytes`` (``math.inf``: whole, one call).
 
     Whole when one image fits. Else, given the decoder's ``split`` (``split_spec``), the exact split
     decode in the fewest strips that fit (``SplitPlan``). Else (no split, or not even the global part
     fits) blended tiles: the fewest whose single piece fits (ties: the fewest decoded pixels, then row
-    strips), then as many pieces per call as fit, spread over equal calls. ``tile`` fixes a square tile
+    strips), then as many pieces per call as fit, spread over equal calls. The split's global part runs
+    whole where it fits, else streamed in row windows (``split.stream``); ``stream`` always streams it
+    (a compiled decoder: the streamed steps are what it compiles). ``tile`` fixes a square tile
     side instead (and so blended tiles). Raises ``LimitExceededError`` when not even the smallest tile
     fits the budget.
     """
@@ -253,7 +260,7 @@ def plan_decode(
         if per_call:
             return dataclasses.replace(plan, per_call=per_call)
         if not plan.tiled and split is not None and tile is None and bytes_per_pixel is not None:
-            strips = _split_plan((h, w), batch, split, bytes_per_pixel, budget_bytes, out_itemsize)
+            strips = _split_plan((h, w), batch, split, bytes_per_pixel, budget_bytes, out_itemsize, stream)
             if strips is not None:  # whole did not fit: the exact split before blended tiles
                 return strips
     smallest = min(plans, key=lambda p: p.estimated_bytes)
@@ -294,8 +301,13 @@ def plan_for(
     bytes_per_pixel: float | None = None,
     overlap: int = TILE_OVERLAP,
     tile: int | None = None,
+    kind: str | None = None,
 ) -> DecodePlan:
-    """``decode_latent``'s plan for this latent, or for a (shape, dtype, device) of one: see there."""
+    """``decode_latent``'s plan for this latent, or for a (shape, dtype, device) of one: see there.
+
+    ``kind`` (None: the ``DITIC_DECODE_PLAN`` environment variable, else "auto"): past the budget,
+    "auto" takes the exact split where the decoder has one, else blended tiles; "tiles" always blended
+    tiles (session 5's plan, to compare); "split" the split or a ``LimitExceededError``."""
     if isinstance(latent, Tensor):
         latent = (latent.shape, latent.dtype, latent.device)
     shape, dtype, device = latent
@@ -308,17 +320,22 @@ def plan_for(
         budget = DEFAULT_DECODE_MEMORY_GIB * GIB
     if bytes_per_pixel is None and tile is None and not math.isinf(budget):
         raise ValueError("the decoder has no DC-AE config to estimate its memory from: pass bytes_per_pixel")
+    kind = kind or os.environ.get("DITIC_DECODE_PLAN") or "auto"
+    if kind not in DECODE_PLANS:
+        raise ValueError(f"decode plan kind must be one of {DECODE_PLANS}, not {kind!r}")
     itemsize = torch.empty((), dtype=dtype).element_size()
     decoder = getattr(vae, "decoder", None)
-    # not for a compiled decoder (Codec(compile=True)): the split runs the decoder's parts, which its
-    # in-place compile does not cover, and nothing of it has been measured on a GPU yet; the compiled
-    # decoder keeps the blended tiles whose times docs/BENCHMARKS.md reports
+    # a compiled decoder (Codec(compile=True)) runs the split's parts through their own torch.compile
+    # (_Steps), its global part always streamed (the streamed steps are what compiles)
     compiled = getattr(decoder, "_compiled_call_impl", None) is not None
-    usable = tile is None and isinstance(decoder, nn.Module) and not compiled
+    usable = tile is None and isinstance(decoder, nn.Module) and kind != "tiles"
     split = split_spec(decoder, dtype) if usable else None
-    return plan_decode((shape[-2], shape[-1]), batch=shape[0], bytes_per_pixel=bytes_per_pixel,
+    plan = plan_decode((shape[-2], shape[-1]), batch=shape[0], bytes_per_pixel=bytes_per_pixel,
                        budget_bytes=budget, overlap=overlap, tile=tile, out_itemsize=itemsize,
-                       split=split)  # fmt: skip
+                       split=split, stream=compiled)  # fmt: skip
+    if kind == "split" and plan.tiled and not isinstance(plan, SplitPlan):
+        raise LimitExceededError(f"no split decode fits: {plan.describe()} (decode plan kind 'split')")
+    return plan
 
 
 # A CUDA graph of the compiled decoder held 1.88-1.89x the working set that the same decoder allocates
@@ -344,6 +361,7 @@ def decode_latent(
     overlap: int = TILE_OVERLAP,
     tile: int | None = None,
     decoder: Callable[[Tensor], Tensor] | None = None,
+    kind: str | None = None,
 ) -> Tensor:
     """DC-AE decode of an (unscaled) latent (B, C, h, w) -> (B, 3, 32h, 32w), in the latent's dtype.
 
@@ -351,10 +369,11 @@ def decode_latent(
     of the latent's device), else by ``plan_decode``; True always follows the plan (under the default
     CUDA budget when there is none); False decodes whole. ``bytes_per_pixel`` calibrates the estimate.
     ``decoder`` runs ``vae.decoder``'s computation in its place (a compiled, graph-replayed copy) for
-    whole and tiled decodes; a split decode runs ``vae.decoder``'s parts instead.
+    whole and tiled decodes; a split decode runs ``vae.decoder``'s parts instead. ``kind``: past the
+    budget, the split or blended tiles (``plan_for``).
     """
     plan = plan_for(vae, latent, tiled, budget_bytes=budget_bytes, bytes_per_pixel=bytes_per_pixel,
-                    overlap=overlap, tile=tile)  # fmt: skip
+                    overlap=overlap, tile=tile, kind=kind)  # fmt: skip
     if isinstance(plan, SplitPlan):
         return run_plan(vae.decoder, latent, plan)
     return run_plan(decoder or vae.decoder, latent, plan)
@@ -480,6 +499,31 @@ class SplitSpec:
     channels: int
     feature_bytes: float
     global_bytes: float
+    stream: tuple[StreamStep, ...] | None = None  # the global part's steps, streamed; None: it cannot be
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    """One module of the global part run in row windows (``_stream_module``): its input is at 1/``downscale``
+    with ``channels_in``, its output ``factor`` times finer with ``channels_out``; a window holds ``halo``
+    rows either side and costs ``window_bytes`` per window pixel (of its input) at its peak."""
+
+    downscale: int
+    factor: int
+    halo: int
+    channels_in: int
+    channels_out: int
+    window_bytes: float
+    itemsize: int
+
+    def peak(self, latent_size: tuple[int, int], images: int, strips: int) -> float:
+        """Peak bytes of the step on ``images`` images in ``strips`` windows: its whole input and output
+        (both live while it runs) and one window's working set."""
+        rows, cols = (n * DOWNSCALE // self.downscale for n in latent_size)
+        count = max(1, min(strips, rows))
+        window = min(rows, -(-rows // count) + 2 * self.halo)
+        whole = rows * cols * (self.channels_in + self.channels_out * self.factor**2) * self.itemsize
+        return images * (whole + window * cols * self.window_bytes)
 
 
 def _stage_width(stage: nn.Module) -> int:
@@ -538,7 +582,43 @@ def split_spec(decoder: nn.Module, dtype: torch.dtype = torch.float32) -> SplitS
         widest = max(widest, _stage_values(block, downscale))
         downscale *= math.prod(m.factor for m in block if _is_upsample(m))
     live = GLOBAL_LIVE_TENSORS.get(size, GLOBAL_LIVE_TENSORS[4])
-    return SplitSpec(stage, scale, halo, channels, channels / scale**2 * size, live * widest * size)
+    return SplitSpec(stage, scale, halo, channels, channels / scale**2 * size, live * widest * size,
+                     _stream_steps(decoder, stage, scale, size))  # fmt: skip
+
+
+# Working set of one streamed window per pixel of its input, in units of (input channels x element size),
+# by the module's kind and the element size: CPU profiler peaks of one window (tools-free: the runs of
+# tests/codec/test_streamed_decode.py's estimate test) were, fp32 / bf16: EfficientViT block pass 1
+# 12.0 / 20.3, pass 2 17.1 / 18.0 (C = 128 and 256, head dim 32, one 5x5 scale: the float32 q, k, v
+# and the 8C-wide GLUMBConv); ResBlock 4.5-6.0 / 6.1-10.1; interpolate-upsample block (C -> C/2, its
+# 4x output included) 10.8-11.5 / 12.9-15.6. With ~15 % margin:
+STREAM_WINDOW_TENSORS = {"evit": {4: 20.0, 2: 24.0}, "res": {4: 7.0, 2: 11.0}, "up": {4: 13.0, 2: 18.0}}
+
+
+def _stream_steps(decoder: nn.Module, stage: int, scale: int, size: int) -> tuple[StreamStep, ...] | None:
+    """The global part's modules as ``StreamStep`` s (``conv_in``, at the latent's size, stays whole and
+    is counted as the first step's input); None where one of them cannot run in row windows."""
+    from diffusers.models.autoencoders.autoencoder_dc import EfficientViTBlock, ResBlock
+
+    steps, downscale = [], DOWNSCALE
+    try:
+        for block in reversed(decoder.up_blocks[stage:]):
+            for module in block:
+                c_in = _block_width(module)
+                if isinstance(module, EfficientViTBlock):
+                    halo, factor, kind, c_out = sum(_evit_halos(module)), 1, "evit", c_in
+                else:
+                    (halo, factor), kind = _rows_in(module, 0), "up" if _is_upsample(module) else "res"
+                    if not isinstance(module, ResBlock) and not _is_upsample(module):
+                        raise _NotLocal(module)
+                    c_out = module.conv.out_channels if kind == "up" and module.interpolate else (
+                        module.conv2.out_channels if kind == "res" else module.conv.out_channels // factor**2)
+                live = STREAM_WINDOW_TENSORS[kind].get(size, STREAM_WINDOW_TENSORS[kind][4])
+                steps.append(StreamStep(downscale, factor, halo, c_in, c_out, live * c_in * size, size))
+                downscale //= factor
+    except _NotLocal:
+        return None
+    return tuple(steps) if downscale == scale else None
 
 
 def _is_upsample(module: nn.Module) -> bool:
@@ -569,7 +649,8 @@ def _local_part(decoder: nn.Module, stage: int, features: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """The exact decode in strips: the global part of ``per_call`` images at once on their whole latents,
+    """The exact decode in strips: the global part of ``per_call`` images at once on their whole latents
+    (``global_strips`` 0), or streamed module by module in that many row windows (``_stream_global``),
     then the local part on horizontal strips of its features (starting at feature rows ``starts``), each
     with ``split.halo`` rows either side where the image goes on, cropped back to the strip."""
 
@@ -580,6 +661,7 @@ class SplitPlan:
     per_call: int  # images per call of the global part, and per call of the local part on one strip
     bytes_per_pixel: float
     out_itemsize: int = 4
+    global_strips: int = 0  # 0: the global part whole; n: streamed in n row windows per module
 
     @property
     def feature_rows(self) -> int:
@@ -587,11 +669,9 @@ class SplitPlan:
 
     @property
     def strips(self) -> tuple[tuple[int, int, int, int], ...]:
-        """(first, end, first with halo, end with halo) feature rows of each strip."""
-        ends = (*self.starts[1:], self.feature_rows)
-        halo, rows = self.split.halo, self.feature_rows
-        pairs = zip(self.starts, ends, strict=True)
-        return tuple((a, b, max(0, a - halo), min(rows, b + halo)) for a, b in pairs)
+        """(first, end, window first, window end) feature rows of each strip: its window holds the halo
+        either side where the image goes on, all windows one height (shifted inwards at the edges)."""
+        return _windows(self.feature_rows, len(self.starts), self.split.halo, self.starts)
 
     @property
     def tiles(self) -> int:
@@ -625,20 +705,41 @@ class SplitPlan:
     def estimated_bytes(self) -> float:
         """Estimated peak: the output, plus either the global part's peak or the split features and a
         call of the local part (``bytes_per_pixel`` times its output pixels, halo included)."""
-        image_px = self.latent_size[0] * self.latent_size[1] * DOWNSCALE**2
-        out = self.batch * 3 * image_px * self.out_itemsize
-        global_peak = self.per_call * image_px * self.split.global_bytes
-        features = self.per_call * image_px * self.split.feature_bytes
-        local_peak = features + self.call_pixels * self.bytes_per_pixel
-        return out + max(global_peak, local_peak)
+        return self._out_bytes + max(self.global_bytes, self.local_bytes)
+
+    @property
+    def _out_bytes(self) -> float:
+        return self.batch * 3 * self._image_px * self.out_itemsize
+
+    @property
+    def global_bytes(self) -> float:
+        """The global part's peak: whole (``split.global_bytes`` per pixel), or streamed (the largest
+        ``StreamStep.peak``: a step's whole input and output plus one window's working set)."""
+        if not self.global_strips:
+            return self.per_call * self._image_px * self.split.global_bytes
+        n, strips = self.per_call, self.global_strips
+        return max(step.peak(self.latent_size, n, strips) for step in self.split.stream)
+
+    @property
+    def _image_px(self) -> int:
+        return self.latent_size[0] * self.latent_size[1] * DOWNSCALE**2
+
+    @property
+    def local_bytes(self) -> float:
+        """The split features and one call of the local part (``bytes_per_pixel`` per output px)."""
+        features = self.per_call * self._image_px * self.split.feature_bytes
+        return features + self.call_pixels * self.bytes_per_pixel
 
     def describe(self) -> str:
         h, w = self.latent_size
         heights = sorted({b - a for a, b, _, _ in self.strips})
         rows = f"{heights[0]}" if len(heights) == 1 else f"{heights[0]}-{heights[-1]}"
+        kind = "split" if not self.global_strips else "streamed split"
+        local = f"{self.tiles} strips" if not self.global_strips else (
+            f"global {self.global_strips} strips, local {self.tiles} strips")  # fmt: skip
         return (
-            f"{w * DOWNSCALE}x{h * DOWNSCALE}x{self.batch}: split at 1/{self.split.scale}: "
-            f"{self.tiles} strips of {rows} rows (+{self.split.halo} halo rows), {self.calls} call(s) of "
+            f"{w * DOWNSCALE}x{h * DOWNSCALE}x{self.batch}: {kind} at 1/{self.split.scale}: "
+            f"{local} of {rows} rows (+{self.split.halo} halo rows), {self.calls} call(s) of "
             f"{self.per_call}, "
             f"{self.decoded_pixels / (self.batch * h * w * DOWNSCALE**2):.2f}x the pixels, "
             f"est. {self.estimated_bytes / GIB:.2f} GiB"
@@ -650,44 +751,266 @@ DecodePlan = TilePlan | SplitPlan
 
 def _split_plan(
     latent_size: tuple[int, int], batch: int, split: SplitSpec, bytes_per_pixel: float, budget_bytes: float,
-    out_itemsize: int,
+    out_itemsize: int, stream: bool = False,
 ) -> SplitPlan | None:  # fmt: skip
-    """The fewest strips (heights as equal as possible) whose local call fits the budget, with as many
-    images per call as fit; None where even the global part of one image or strips of one row do not."""
+    """The fewest local strips (heights as equal as possible) whose call fits the budget, with as many
+    images per call as fit, and the global part whole where it fits beside the output (unless
+    ``stream``), else streamed in the fewest windows that fit; None where nothing fits."""
     rows = latent_size[0] * DOWNSCALE // split.scale
     for count in range(2, rows + 1):
         starts = tuple(k * rows // count for k in range(count))  # heights differ by at most one row
         plan = SplitPlan(latent_size, batch, split, starts, 1, bytes_per_pixel, out_itemsize)
         fits = 0
-        while fits < batch and dataclasses.replace(plan, per_call=fits + 1).estimated_bytes <= budget_bytes:
+        while fits < batch and _fit_global(dataclasses.replace(plan, per_call=fits + 1), budget_bytes,
+                                           stream):  # fmt: skip
             fits += 1
         if fits:
-            return dataclasses.replace(plan, per_call=math.ceil(batch / math.ceil(batch / fits)))
-        image_px = latent_size[0] * latent_size[1] * DOWNSCALE**2
-        if image_px * (batch * 3 * out_itemsize + split.global_bytes) > budget_bytes:
-            return None  # the global part alone does not fit: more strips will not help
+            return _fit_global(dataclasses.replace(plan, per_call=math.ceil(batch / math.ceil(batch / fits))),
+                               budget_bytes, stream)  # fmt: skip
+        lightest = plan.global_bytes  # the global part whole, or in the most windows
+        if split.stream is not None:
+            lightest = min(lightest, dataclasses.replace(plan, global_strips=rows).global_bytes)
+        if plan._out_bytes + lightest > budget_bytes:
+            return None  # the global part alone does not fit: more local strips will not help
     return None
 
 
+def _fit_global(plan: SplitPlan, budget_bytes: float, stream: bool) -> SplitPlan | None:
+    """``plan`` with its global part whole (unless ``stream``) or in the fewest windows that fit, None
+    where its local part or even the most windows do not fit."""
+    if plan._out_bytes + plan.local_bytes > budget_bytes:
+        return None
+    if not stream and plan.estimated_bytes <= budget_bytes:
+        return plan
+    if plan.split.stream is None:
+        return None
+    lo, hi = 1, plan.feature_rows  # the fewest windows that fit: the peak never grows with more windows
+    if dataclasses.replace(plan, global_strips=hi).estimated_bytes > budget_bytes:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if dataclasses.replace(plan, global_strips=mid).estimated_bytes <= budget_bytes:
+            hi = mid
+        else:
+            lo = mid + 1
+    return dataclasses.replace(plan, global_strips=lo)
+
+
 def _run_split(decoder: nn.Module, latent: Tensor, plan: SplitPlan) -> Tensor:
-    """The split decode: per group of ``plan.per_call`` images, the global part on their whole latents,
-    then the local part on each strip of its features (halo included) cropped into the output."""
+    """The split decode: per group of ``plan.per_call`` images, the global part on their whole latents
+    (whole, or streamed in ``plan.global_strips`` windows), then the local part on each strip's window of
+    its features, cropped into the output. A compiled decoder (``Codec(compile=True)``) runs the streamed
+    steps and the local part through ``torch.compile`` (``_Steps``)."""
     spec = split_spec(decoder) if isinstance(decoder, nn.Module) else None
     planned = plan.split
     if spec is None or (spec.stage, spec.scale, spec.halo) != (planned.stage, planned.scale, planned.halo):
         raise TypeError(f"a split plan runs the DC-AE Decoder module it was planned for, not {type(decoder)}")
+    steps = _steps_for(decoder)
     s, (h, w) = plan.split.scale, plan.latent_size
     out = None
     for first in range(0, latent.shape[0], plan.per_call):
         group = latent[first : first + plan.per_call]
-        features = _global_part(decoder, spec.stage, group)
+        if plan.global_strips:
+            features = _stream_global(decoder, spec.stage, group, plan.global_strips, steps)
+        else:
+            features = _global_part(decoder, spec.stage, group)
         if features.shape[-2:] != (h * DOWNSCALE // s, w * DOWNSCALE // s):
             raise ValueError(f"split features {tuple(features.shape)} do not fit the plan: {plan.describe()}")
         for a, b, lo, hi in plan.strips:
-            piece = _local_part(decoder, spec.stage, features[:, :, lo:hi])
+            piece = steps("local")(decoder, spec.stage, features[:, :, lo:hi])
             if out is None:
                 out = piece.new_empty((latent.shape[0], piece.shape[1], h * DOWNSCALE, w * DOWNSCALE))
             out[first : first + group.shape[0], :, a * s : b * s] = piece[:, :, (a - lo) * s : (b - lo) * s]
             del piece  # not alive through the next strip's call
         del features
     return out
+
+
+# --- the streamed split: the global stages in strips too ------------------------------------------------
+#
+# In an EfficientViT block only the linear attention's key-value sums are global: per head,
+# S = sum_n [v_n; 1] k_n^T (float32, diffusers' ``apply_linear_attention`` with its row of ones), and
+# each pixel's output is a function of S and its own query. So the block runs in two passes over row
+# windows of its input: pass 1 adds up each window's S over the window's own rows (a 0/1 row mask);
+# pass 2 recomputes the queries, applies S, the projection, norm and residual, then the GLUMBConv, and
+# keeps the window's own rows. The stages' ResBlocks and upsample blocks are local: windows with a halo.
+# Every window of a step has the same height (shifted inwards at the image's edges, never padded), so a
+# compiled step serves all windows with one graph.
+
+
+def _windows(rows: int, count: int, halo: int, starts: tuple[int, ...] | None = None
+             ) -> tuple[tuple[int, int, int, int], ...]:  # fmt: skip
+    """(first, end, window first, window end) rows of ``count`` strips of near-equal height covering
+    ``rows``: every window holds its strip and ``halo`` rows either side where the image goes on, and all
+    windows have one height (the tallest strip plus both halos, at most ``rows``)."""
+    if starts is None:
+        count = max(1, min(count, rows))
+        starts = tuple(k * rows // count for k in range(count))
+    ends = (*starts[1:], rows)
+    length = min(rows, max(b - a for a, b in zip(starts, ends, strict=True)) + 2 * halo)
+    return tuple((a, b, min(max(a - halo, 0), rows - length), min(max(a - halo, 0), rows - length) + length)
+                 for a, b in zip(starts, ends, strict=True))  # fmt: skip
+
+
+def _evit_halos(block: nn.Module) -> tuple[int, int]:
+    """(rows the multiscale qkv projections reach, rows the GLUMBConv reaches) of an EfficientViT block;
+    ``_NotLocal`` where its parts are not the per-pixel ones the streamed passes assume."""
+    from diffusers.models.attention_processor import SanaMultiscaleAttnProcessor2_0
+    from diffusers.models.normalization import RMSNorm
+    from diffusers.models.transformers.sana_transformer import GLUMBConv
+
+    attn, glu = block.attn, block.conv_out
+    if type(attn.processor) is not SanaMultiscaleAttnProcessor2_0 or not isinstance(glu, GLUMBConv):
+        raise _NotLocal(block)
+    per_pixel = isinstance(attn.norm_out, RMSNorm) if attn.norm_type == "rms_norm" else (
+        isinstance(attn.norm_out, nn.BatchNorm2d) and not attn.norm_out.training)  # fmt: skip
+    if not per_pixel or not isinstance(attn.nonlinearity, nn.ReLU) or glu.norm_type not in (None, "rms_norm"):
+        raise _NotLocal(block)
+    if not isinstance(glu.nonlinearity, _POINTWISE):
+        raise _NotLocal(block)
+    qkv = max((_rows_in(nn.Sequential(p.proj_in, p.proj_out), 0)[0] for p in attn.to_qkv_multiscale),
+              default=0)  # fmt: skip
+    return qkv, _rows_in(nn.Sequential(glu.conv_inverted, glu.conv_depth, glu.conv_point), 0)[0]
+
+
+def _qkv(attn: nn.Module, x: Tensor) -> Tensor:
+    """diffusers' multiscale q, k, v of ``x`` (B, C, h, w), upcast to float32: (B, heads, 3 d, h w)."""
+    b, _, h, w = x.shape
+    t = x.movedim(1, -1)
+    qkv = torch.cat([attn.to_q(t), attn.to_k(t), attn.to_v(t)], dim=3).movedim(-1, 1)
+    scales = [qkv]  # (a loop, not a comprehension: dynamo cannot trace deleting a closure cell)
+    for proj in attn.to_qkv_multiscale:
+        scales.append(proj(qkv))
+    del qkv
+    scales = torch.cat(scales, dim=1)
+    return scales.to(torch.float32).reshape(b, -1, 3 * attn.attention_head_dim, h * w)
+
+
+def _evit_sums(block: nn.Module, window: Tensor, mask: Tensor) -> Tensor:
+    """Pass 1: the window's share of each head's [v; 1] k^T (float32), over the rows where ``mask`` is 1."""
+    attn = block.attn
+    _, key, value = _qkv(attn, window).chunk(3, dim=2)
+    b, g, d, n = key.shape
+    key = (attn.nonlinearity(key).reshape(b, g, d, mask.shape[0], -1) * mask[:, None]).reshape(b, g, d, n)
+    value = nn.functional.pad(value, (0, 0, 0, 1), mode="constant", value=1)
+    return torch.matmul(value, key.transpose(-1, -2))
+
+
+def _evit_apply(block: nn.Module, window: Tensor, sums: Tensor) -> Tensor:
+    """Pass 2: the block's output on the window (exact on its rows that the halo covers), given the
+    whole image's sums: diffusers' ``SanaMultiscaleAttnProcessor2_0`` linear branch, then the GLUMBConv."""
+    attn = block.attn
+    b, _, h, w = window.shape
+    query = attn.nonlinearity(_qkv(attn, window).chunk(3, dim=2)[0])
+    y = torch.matmul(sums, query).to(torch.float32)
+    del query
+    y = (y[:, :, :-1] / (y[:, :, -1:] + attn.eps)).to(window.dtype).reshape(b, -1, h, w)
+    y = attn.to_out(y.movedim(1, -1)).movedim(-1, 1)
+    if attn.norm_type == "rms_norm":
+        y = attn.norm_out(y.movedim(1, -1)).movedim(-1, 1)
+    else:
+        y = attn.norm_out(y)
+    if attn.residual_connection:
+        y = y + window
+    return block.conv_out(y)
+
+
+def _call_module(module: nn.Module, window: Tensor) -> Tensor:
+    return module(window)
+
+
+_STEP_FUNCTIONS = {"sums": _evit_sums, "apply": _evit_apply, "module": _call_module, "local": _local_part}
+_COMPILE_OPTIONS: dict[str, Any] = {"dynamic": False}  # tests swap in backend="eager" (no C++ on CPU runs)
+
+
+class _Steps:
+    """The functions a split decode runs per window: eager, or (a compiled decoder) each through its own
+    ``torch.compile(dynamic=False)``, shared by every module and window of one shape (the modules are
+    inputs of the graph, not constants). A module attribute of the decoder, made on first use."""
+
+    def __init__(self, compiled: bool):
+        self.compiled = compiled
+        self._fns: dict[str, Callable] = {}
+
+    def __call__(self, name: str) -> Callable:
+        fn = self._fns.get(name)
+        if fn is None:
+            fn = _STEP_FUNCTIONS[name]
+            if self.compiled:
+                import torch._dynamo
+
+                cfg = torch._dynamo.config  # each function sees every stage's shape of every decoded size
+                for key in ("recompile_limit", "cache_size_limit"):
+                    if hasattr(cfg, key):
+                        setattr(cfg, key, max(getattr(cfg, key), 64))
+                fn = torch.compile(fn, **_COMPILE_OPTIONS)
+            self._fns[name] = fn
+        return fn
+
+
+def _steps_for(decoder: nn.Module) -> _Steps:
+    compiled = getattr(decoder, "_compiled_call_impl", None) is not None
+    steps = decoder.__dict__.get("_ditic_split_steps")
+    if steps is None or steps.compiled != compiled:
+        steps = _Steps(compiled)
+        decoder.__dict__["_ditic_split_steps"] = steps  # a plain attribute: not a parameter or buffer
+    return steps
+
+
+def _memory_format(decoder: nn.Module) -> torch.memory_format:
+    """Channels-last where the decoder's weights are (``Codec(compile=True)``), else contiguous: the
+    streamed buffers' layout, one for every step, so that a compiled step sees windows of one layout."""
+    weight = decoder.conv_in.weight
+    cl = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def _stream_module(module: nn.Module, x: Tensor, strips: int, steps: _Steps, fmt: torch.memory_format
+                   ) -> Tensor:  # fmt: skip
+    """One module of the global stages on ``x`` (B, C, h, w) in ``strips`` row windows (see above)."""
+    from diffusers.models.autoencoders.autoencoder_dc import EfficientViTBlock
+
+    rows, cols = x.shape[-2:]
+    out = None
+    if isinstance(module, EfficientViTBlock):
+        if rows * cols <= module.attn.attention_head_dim:  # diffusers' quadratic branch: tiny, whole
+            return module(x)
+        reach, glu = _evit_halos(module)
+        sums = None
+        mask = x.new_zeros(_windows(rows, strips, reach)[0][3], dtype=torch.float32)
+        for a, b, lo, hi in _windows(rows, strips, reach):
+            mask.zero_()
+            mask[a - lo : b - lo] = 1
+            part = steps("sums")(module, x[:, :, lo:hi], mask)
+            sums = part if sums is None else sums.add_(part)
+        for a, b, lo, hi in _windows(rows, strips, reach + glu):
+            piece = steps("apply")(module, x[:, :, lo:hi], sums)
+            if out is None:
+                out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+            out[:, :, a:b] = piece[:, :, a - lo : b - lo]
+            del piece
+        return out
+    halo, f = _rows_in(module, 0)
+    for a, b, lo, hi in _windows(rows, strips, halo):
+        piece = steps("module")(module, x[:, :, lo:hi])
+        if out is None:
+            shape = (x.shape[0], piece.shape[1], rows * f, cols * f)
+            out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        out[:, :, a * f : b * f] = piece[:, :, (a - lo) * f : (b - lo) * f]
+        del piece
+    return out
+
+
+def _stream_global(decoder: nn.Module, stage: int, latent: Tensor, strips: int, steps: _Steps) -> Tensor:
+    """``_global_part`` with every module after ``conv_in`` run in ``strips`` row windows: the same
+    features, without any whole-image tensor wider than a module's input or output."""
+    x = decoder.conv_in(latent)  # at the latent's resolution: small
+    if decoder.in_shortcut:
+        reps = decoder.in_shortcut_repeats
+        x = x + latent.repeat_interleave(reps, dim=1, output_size=latent.shape[1] * reps)
+    fmt = _memory_format(decoder)
+    x = x.contiguous(memory_format=fmt)
+    for block in reversed(decoder.up_blocks[stage:]):
+        for module in block:
+            x = _stream_module(module, x, strips, steps, fmt)
+    return x

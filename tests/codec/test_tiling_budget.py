@@ -360,25 +360,33 @@ def test_blended_tiles_remain_where_the_split_cannot_apply(tiny_model):
     z = torch.randn(1, 8, 20, 28)
     assert isinstance(plan_for(vae, z, True, budget_bytes=0.07 * GIB, tile=12), TilePlan)  # fixed tiles
     spec = split_spec(vae.decoder)
-    heavy = dataclasses.replace(spec, global_bytes=1e4)  # the global part alone would not fit
+    heavy = dataclasses.replace(spec, global_bytes=1e4)  # the global part whole would not fit
     per_pixel = decoder_bytes_per_pixel(vae.config, torch.float32)
     kw = {"bytes_per_pixel": per_pixel, "budget_bytes": 0.07 * GIB}
     assert isinstance(plan_decode((20, 28), split=spec, **kw), SplitPlan)
-    assert isinstance(plan_decode((20, 28), split=heavy, **kw), TilePlan)
+    streamed = plan_decode((20, 28), split=heavy, **kw)  # streamed in row windows instead
+    assert isinstance(streamed, SplitPlan) and streamed.global_strips >= 1
+    unstreamable = dataclasses.replace(heavy, stream=None)
+    assert isinstance(plan_decode((20, 28), split=unstreamable, **kw), TilePlan)
     with pytest.raises(TypeError, match="Decoder module"):  # a graph-replayed callable cannot split
         run_plan(lambda x: vae.decoder(x), z, plan_for(vae, z, True, budget_bytes=0.07 * GIB))
 
 
-def test_a_compiled_decoder_keeps_blended_tiles():
-    """``Codec(compile=True)`` compiles ``vae.decoder`` in place; its parts are not compiled, so the plan
-    stays on blended tiles for it (the split is unmeasured on a GPU) while the eager decoder splits."""
+def test_a_compiled_decoder_streams_its_split_and_tiles_remain_selectable(monkeypatch):
+    """``Codec(compile=True)`` compiles ``vae.decoder`` in place; its split runs the streamed global part
+    and the local part through their own ``torch.compile`` (``_Steps``), so the plan streams the global
+    part for it; the kind "tiles" (or ``DITIC_DECODE_PLAN=tiles``) keeps session 5's blended tiles."""
     from codec.autoencoder import SplitPlan, TilePlan, build_vae, plan_for
     from codec.config import get_config
 
     vae = build_vae(get_config("ditic-test")).eval()
     latent = (torch.Size((1, vae.config.latent_channels, 32, 32)), torch.float32, torch.device("cpu"))
     budget = 100 * 2**20  # 1024² does not fit whole: 2 split strips eager, 2x2 blended tiles compiled
-    assert isinstance(plan_for(vae, latent, True, budget_bytes=budget), SplitPlan)
+    eager = plan_for(vae, latent, True, budget_bytes=budget)
+    assert isinstance(eager, SplitPlan) and eager.global_strips == 0
     vae.decoder.compile(dynamic=False)  # sets the compiled call; nothing is traced until it runs
     plan = plan_for(vae, latent, True, budget_bytes=budget)
-    assert isinstance(plan, TilePlan) and plan.tiled
+    assert isinstance(plan, SplitPlan) and plan.global_strips >= 1 and "streamed split" in plan.describe()
+    assert isinstance(plan_for(vae, latent, True, budget_bytes=budget, kind="tiles"), TilePlan)
+    monkeypatch.setenv("DITIC_DECODE_PLAN", "tiles")
+    assert isinstance(plan_for(vae, latent, True, budget_bytes=budget), TilePlan)
