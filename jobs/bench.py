@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--decode-memory-gib", type=float, default=None, metavar="GIB",
                         help="DC-AE decode budget over the resident weights: tiled only where the whole "
                         "does not fit (default 4 on CUDA, none on CPU; inf: never tile)")
+    parser.add_argument("--decode-plan", default=None, metavar="KINDS",
+                        help="DC-AE decode past the budget, comma-separated of auto, split, tiles: the exact "
+                        "split (auto: where the decoder has one; split: or fail) or session 5's blended "
+                        "tiles; several: one decode row each, same payloads (default: $DITIC_DECODE_PLAN, "
+                        "else auto)")  # fmt: skip
     parser.add_argument("--decode-bytes-per-pixel", type=float, default=None, metavar="B",
                         help="calibrate the DC-AE decode estimate with a measured dc_ae_bytes_per_px")
     parser.add_argument("--gpus-per-actor", type=float, default=1.0,
@@ -254,12 +259,15 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
             del codec
             _empty_cache(device)
             codec = _load(args, device, dtype, decode_only=True)
-        for (width, height, batch), (row, payloads) in zip(points, encoded, strict=True):
-            row.update(_bench_decode(codec, payloads, clock, args, device, width * height / 1e6))
-            row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
-                       decode_only=args.decode_only)  # fmt: skip
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for (width, height, batch), (encoded_row, payloads) in zip(points, encoded, strict=True):
+            for kind in _plan_kinds(args):
+                codec.decode_plan_kind = kind
+                row = dict(encoded_row)
+                row.update(_bench_decode(codec, payloads, clock, args, device, width * height / 1e6))
+                row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
+                           decode_only=args.decode_only, decode_plan_kind=kind or "default")  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
         del codec
         _empty_cache(device)
     return rows
@@ -272,7 +280,21 @@ def _load(args: argparse.Namespace, device: str, dtype, decode_only: bool = Fals
                        decode_memory_gib=args.decode_memory_gib, decode_only=decode_only,
                        decode_bytes_per_pixel=args.decode_bytes_per_pixel)  # fmt: skip
     codec.tiled_decode = True if args.tiled else None
+    codec.decode_plan_kind = _plan_kinds(args)[0]
     return codec
+
+
+def _plan_kinds(args: argparse.Namespace) -> list[str | None]:
+    """``--decode-plan``'s kinds (``codec.autoencoder.DECODE_PLANS``); [None]: the codec's default."""
+    from codec.autoencoder import DECODE_PLANS
+
+    text = getattr(args, "decode_plan", None)
+    if not text:
+        return [None]
+    kinds = [k.strip() for k in text.split(",")]
+    if bad := [k for k in kinds if k not in DECODE_PLANS]:
+        raise ValueError(f"--decode-plan kinds are {DECODE_PLANS}, not {bad}")
+    return kinds
 
 
 def _empty_cache(device: str) -> None:
@@ -407,7 +429,8 @@ def markdown_table(rows: list[dict]) -> str:
         cells = []
         for title, key in COLUMNS:
             if title == "size":
-                cells.append(f"{r['width']}x{r['height']}")
+                kind = r.get("decode_plan_kind", "default")
+                cells.append(f"{r['width']}x{r['height']}" + (f" ({kind})" if kind != "default" else ""))
             elif title.startswith("entropy"):
                 parts = [r.get(k) for k in ("entropy_ms", "heads_dit_ms", "vae_decode_ms")]
                 cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
@@ -432,5 +455,6 @@ def _plan_notes(rows: list[dict]) -> str:
                     f"{r['resident_gib']:.2f} GiB resident") if "dc_ae_peak_gib" in r else ""  # fmt: skip
         if "dc_ae_graph_pool_gib" in r:
             measured += f"; its CUDA-graph pool holds {r['dc_ae_graph_pool_gib']:.2f} GiB"
-        notes.append(f"- {r['model']} {r['dtype']} DC-AE decode: {r['decode_plan']}{measured}")
+        kind = f" ({r['decode_plan_kind']})" if r.get("decode_plan_kind", "default") != "default" else ""
+        notes.append(f"- {r['model']} {r['dtype']} DC-AE decode{kind}: {r['decode_plan']}{measured}")
     return "\n" + "\n".join(notes) + "\n" if notes else ""
