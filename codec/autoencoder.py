@@ -13,10 +13,17 @@ fits the budget. Past that, two plans:
   latent; the local part on horizontal strips of its features, each with the halo where the image goes
   on, cropped back, so the result equals the whole decode up to float rounding. The fewest strips of
   near-equal height whose call fits, as many images per call as fit. It runs the ``Decoder`` module's
-  parts (eagerly, or as ``torch.compile`` left the submodules), never a graph-replayed whole decoder.
-  Its estimate adds the global part's peak (``GLOBAL_LIVE_TENSORS`` of its widest tensor per pixel,
-  measured on CPU), which for ditic-official at 1/8 is not small: where that alone does not fit, the
-  split is not used.
+  parts, never a graph-replayed whole decoder. Its estimate adds the global part's peak
+  (``GLOBAL_LIVE_TENSORS`` of its widest tensor per pixel, measured on CPU), which for ditic-official
+  at 1/8 is not small (2.77 GiB at 2048² in bf16). Where that does not fit, the global part is
+  *streamed* (``_stream_global``): module by module in row windows, the EfficientViT blocks in two
+  passes (their linear attention's key-value sums over all windows first, then each window's output),
+  the result still exact; its estimate is per module (``StreamStep``: the module's whole input and
+  output plus one window's measured working set, ``STREAM_WINDOW_TENSORS``). All windows of a step have
+  one height (shifted inwards at the image's edges), so on a compiled decoder (``Codec(compile=True)``)
+  each step function compiles once per shape (``_Steps``, ``torch.compile(dynamic=False)``); a compiled
+  decoder always streams its global part (that is what compiles). ``plan_for(kind="tiles")`` (or
+  ``DITIC_DECODE_PLAN=tiles``) keeps blended tiles instead, to compare.
 * Blended tiles (``TilePlan``, approximate), for decoders that do not split, fixed ``tile=`` sizes, or
   a global part too big: the fewest tiles (so the least recomputed overlap) whose estimated peak fits,
   tiles of one shape decoded together as a batch when the budget holds several. Tiles overlap by
@@ -32,9 +39,10 @@ channels at full resolution. Measured peaks of eager decodes (CPU, ``torch.profi
 float32 and 6.5–6.8 in bfloat16 (diffusers' RMSNorm upcasts its input to float32, two float32 copies of
 a ``C``-channel tensor). Hence ``LIVE_TENSORS``. ``torch.compile`` fuses the elementwise tail and needs
 less (~4 bf16 tensors: 1 KiB/px for ditic-official, inferred from two H200 peaks); pass a measured
-``bytes_per_pixel`` to calibrate (a split plan applies it to its local part, which runs uncompiled
-even on a compiled codec: a calibration from compiled whole decodes may understate it). Outside the
-estimate: weights and whatever else is resident. No split-plan estimate has been checked on a GPU.
+``bytes_per_pixel`` to calibrate (a split plan applies it to its local part, compiled on a compiled
+codec but in windows: a calibration from compiled whole decodes has not been checked against it).
+Outside the estimate: weights and whatever else is resident. No split-plan estimate has been checked
+on a GPU.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import dataclasses
 import functools
 import math
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -735,8 +744,10 @@ class SplitPlan:
         heights = sorted({b - a for a, b, _, _ in self.strips})
         rows = f"{heights[0]}" if len(heights) == 1 else f"{heights[0]}-{heights[-1]}"
         kind = "split" if not self.global_strips else "streamed split"
-        local = f"{self.tiles} strips" if not self.global_strips else (
-            f"global {self.global_strips} strips, local {self.tiles} strips")  # fmt: skip
+        windows = f"{self.global_strips} strip{'s' if self.global_strips > 1 else ''}"
+        local = f"{self.tiles} strips"
+        if self.global_strips:
+            local = f"global {windows}, local {local}"
         return (
             f"{w * DOWNSCALE}x{h * DOWNSCALE}x{self.batch}: {kind} at 1/{self.split.scale}: "
             f"{local} of {rows} rows (+{self.split.halo} halo rows), {self.calls} call(s) of "
@@ -926,7 +937,7 @@ _COMPILE_OPTIONS: dict[str, Any] = {"dynamic": False}  # tests swap in backend="
 class _Steps:
     """The functions a split decode runs per window: eager, or (a compiled decoder) each through its own
     ``torch.compile(dynamic=False)``, shared by every module and window of one shape (the modules are
-    inputs of the graph, not constants). A module attribute of the decoder, made on first use."""
+    inputs of the graph, not constants). One per decoder (``_steps_for``), made on first use."""
 
     def __init__(self, compiled: bool):
         self.compiled = compiled
@@ -948,12 +959,15 @@ class _Steps:
         return fn
 
 
+_STEPS: weakref.WeakKeyDictionary[nn.Module, _Steps] = weakref.WeakKeyDictionary()
+
+
 def _steps_for(decoder: nn.Module) -> _Steps:
+    """The decoder's ``_Steps`` (kept beside it, not in it: copies and state dicts never see them)."""
     compiled = getattr(decoder, "_compiled_call_impl", None) is not None
-    steps = decoder.__dict__.get("_ditic_split_steps")
+    steps = _STEPS.get(decoder)
     if steps is None or steps.compiled != compiled:
-        steps = _Steps(compiled)
-        decoder.__dict__["_ditic_split_steps"] = steps  # a plain attribute: not a parameter or buffer
+        steps = _STEPS[decoder] = _Steps(compiled)
     return steps
 
 
