@@ -87,9 +87,9 @@ def exactness(codec, size: int) -> dict:  # noqa: ANN001
     whole_plan = autoencoder.plan_for(vae, z, False)
     gib = 0.6 * whole_plan.estimated_bytes / autoencoder.GIB  # past the whole decode: the split
     plan = autoencoder.plan_for(vae, z, True, budget_bytes=gib * autoencoder.GIB, kind="split")
-    reference = autoencoder.build_vae(codec.config).decoder.eval()
+    with torch.device(dev):  # built where it runs (no slow CPU init); freed when this returns
+        reference = autoencoder.build_vae(codec.config).decoder.eval()
     reference.load_state_dict(vae.decoder.state_dict())  # the codec's (bf16-rounded) weights, in fp32
-    reference = reference.to(dev, torch.float32)
     with torch.no_grad():
         split = _decode(codec, z, gib, "split").float()
         whole = reference(z.float())
