@@ -15,11 +15,11 @@ R=/tmp/s9 TGZ=s9.tgz
 source "$(dirname "$0")/gpu_lib.sh"
 copy() { for f in "$R"/streamed/streamed.json "$R"/streamed/streamed.md "$R"/official-2048-plans/bench-codec.json \
   "$R"/official-2048-plans/bench-codec.md; do [ -f "$f" ] && cp "$f" "$OUT/s9-$(basename "$(dirname "$f")")-$(basename "$f")"; done; true; }
-step streamed 190 python3 tools/streamed_decode.py --model ditic-official --exact 1024 \
+step streamed ${L1:-190} python3 tools/streamed_decode.py --model ditic-official --exact 1024 \
   --points 2048:1:auto,4096:4:auto,4096:2:auto --repeats 3 --out "$R/streamed/streamed.json"
 copy
-bench official-2048-plans 220 --model ditic-official --sizes 2048x2048 --dtypes bf16 --compile --decode-only \
+bench official-2048-plans ${L2:-220} --model ditic-official --sizes 2048x2048 --dtypes bf16 --compile --decode-only \
   --decode-plan auto,tiles --repeats 3 --warmup 1
 copy
-step gpu-tests 90 python3 -m pytest -q -p no:cacheprovider tests/codec/test_gpu_fastpath.py -k "compiled"
+step gpu-tests ${L3:-90} python3 -m pytest -q -p no:cacheprovider tests/codec/test_gpu_fastpath.py -k "compiled"
 copy
