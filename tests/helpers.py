@@ -66,3 +66,31 @@ def write_crops(
         image.crop((left, top, left + edge, top + edge)).save(folder / key, quality=quality)
         keys.append(key)
     return sorted(keys)
+
+
+def measured_cpu_peak(fn) -> int:  # noqa: ANN001
+    """Peak bytes allocated during ``fn()`` on the CPU (profiler allocation events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def whole_and_channels_last(decoder, z, decode):  # noqa: ANN001
+    """(the decoder's whole decode of ``z``, ``decode(decoder, z)`` with the decoder and ``z`` in
+    channels-last), without gradients; the decoder goes back to the contiguous format."""
+    import torch
+
+    with torch.no_grad():
+        whole = decoder(z)
+        decoder.to(memory_format=torch.channels_last)
+        try:
+            return whole, decode(decoder, z.contiguous(memory_format=torch.channels_last))
+        finally:
+            decoder.to(memory_format=torch.contiguous_format)

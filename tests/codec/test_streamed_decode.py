@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import measured_cpu_peak, whole_and_channels_last
 
 from codec.autoencoder import (
     GIB,
@@ -121,28 +122,8 @@ def test_tiny_images_take_the_quadratic_branch_whole():
 
 def test_channels_last_streamed_split(vae):
     z = torch.randn(1, vae.config.latent_channels, 4, 7, generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        whole = vae.decoder(z)
-        vae.decoder.to(memory_format=torch.channels_last)
-        try:
-            cl = z.contiguous(memory_format=torch.channels_last)
-            out = run_plan(vae.decoder, cl, _plan(vae, z, 3, 3))
-        finally:
-            vae.decoder.to(memory_format=torch.contiguous_format)
+    whole, out = whole_and_channels_last(vae.decoder, z, lambda d, cl: run_plan(d, cl, _plan(vae, z, 3, 3)))
     assert (out - whole).abs().max() < 1e-4
-
-
-def _measured_peak(fn) -> int:  # noqa: ANN001
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def test_the_streamed_estimate_bounds_the_measured_global_peak():
@@ -157,7 +138,7 @@ def test_the_streamed_estimate_bounds_the_measured_global_peak():
     for strips in (2, 4):
         plan = _plan(vae, z, 4, strips)
         with torch.no_grad():
-            measured = _measured_peak(lambda: _stream_global(vae.decoder, plan.split.stage, z, strips,  # noqa: B023
+            measured = measured_cpu_peak(lambda: _stream_global(vae.decoder, plan.split.stage, z, strips,  # noqa: B023
                                                              _Steps(False)))  # fmt: skip
         assert measured <= plan.global_bytes <= 1.6 * measured, (strips, measured, plan.global_bytes)
 

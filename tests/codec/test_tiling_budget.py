@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import measured_cpu_peak, whole_and_channels_last
 from PIL import Image
 
 from codec.autoencoder import (
@@ -200,20 +201,6 @@ def test_tiled_decode_stays_close_to_the_whole(tiny_model, photo_latent):
     assert _psnr(widened, whole) >= 40.5
 
 
-def _measured_peak(fn) -> int:  # noqa: ANN001
-    """Peak bytes allocated during ``fn()`` on the CPU (profiler allocation events)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
 @pytest.mark.parametrize("kind", ["whole", "split", "blended"])
 def test_the_estimate_bounds_the_measured_peak(tiny_model, kind):
     vae = tiny_model.vae
@@ -224,7 +211,7 @@ def test_the_estimate_bounds_the_measured_peak(tiny_model, kind):
         plan = plan_for(vae, z, kind == "split", budget_bytes=0.07 * GIB)
     assert plan.tiled == (kind != "whole") and isinstance(plan, SplitPlan) == (kind == "split")
     with torch.no_grad():
-        measured = _measured_peak(lambda: run_plan(vae.decoder, z, plan))
+        measured = measured_cpu_peak(lambda: run_plan(vae.decoder, z, plan))
     assert measured <= plan.estimated_bytes <= 1.5 * measured
 
 
@@ -329,14 +316,8 @@ def test_the_halo_is_needed(tiny_model):
 
 def test_channels_last_split_decode(split_vae):
     z = torch.randn(1, split_vae.config.latent_channels, 6, 10, generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        whole = split_vae.decoder(z)
-        split_vae.decoder.to(memory_format=torch.channels_last)
-        try:
-            cl = z.contiguous(memory_format=torch.channels_last)
-            split = run_plan(split_vae.decoder, cl, _strips(split_vae, z, 3))
-        finally:
-            split_vae.decoder.to(memory_format=torch.contiguous_format)
+    plan = _strips(split_vae, z, 3)
+    whole, split = whole_and_channels_last(split_vae.decoder, z, lambda d, cl: run_plan(d, cl, plan))
     assert (split - whole).abs().max() < 1e-4
 
 
