@@ -107,11 +107,9 @@ class Trainer:
     def _load_init(self, path: str) -> str:
         """Copy the weights of an exported model (same config) into the fresh model, in fp32; the EMA,
         made after this, starts from them too. The coding tables are rebuilt at export. Returns its id."""
-        from safetensors.torch import load_file
-
         from codec.weights import DERIVED_BUFFERS, canonical_names, load_checkpoint
 
-        _, info = load_checkpoint(path, verify=True)  # a clear error for a missing or corrupt file
+        loaded, info = load_checkpoint(path, verify=True)  # a clear error for a missing or corrupt file
 
         def flat(cfg) -> dict:  # noqa: ANN001
             sections = cfg.to_dict().items()
@@ -122,7 +120,7 @@ class Trainer:
         if differ:
             raise ValueError(f"--init {path}: its config differs from the run's in {differ} "
                              "(pass the switches it was trained with, e.g. --linear-path)")  # fmt: skip
-        state = load_file(path, device="cpu")
+        state = loaded.state_dict()
         names = canonical_names(self.model) - set(DERIVED_BUFFERS)
         target = self.model.state_dict(keep_vars=True)
         for name in names:
