@@ -38,6 +38,8 @@ class VAEConfig:
     attention_head_dim: int = 32
     latent_channels: int = 32
     scaling_factor: float = 0.41407
+    # the decoder's widths where they differ from the encoder's (None: the same as block_out_channels)
+    decoder_block_out_channels: tuple[int, ...] | None = None
 
     def diffusers_config(self) -> dict[str, Any]:
         return {
@@ -47,7 +49,7 @@ class VAEConfig:
             "encoder_block_types": list(self.block_types),
             "decoder_block_types": list(self.block_types),
             "encoder_block_out_channels": list(self.block_out_channels),
-            "decoder_block_out_channels": list(self.block_out_channels),
+            "decoder_block_out_channels": list(self.decoder_block_out_channels or self.block_out_channels),
             "encoder_layers_per_block": list(self.encoder_layers_per_block),
             "decoder_layers_per_block": list(self.decoder_layers_per_block),
             "encoder_qkv_multiscales": [list(s) for s in self.qkv_multiscales],
@@ -171,6 +173,10 @@ class CodecConfig:
             raise ValueError(f"latent.num_qualities must be >= 1, got {self.latent.num_qualities}")
         if self.prompter.mode not in PROMPT_MODES:
             raise ValueError(f"prompter.mode must be one of {PROMPT_MODES}, got {self.prompter.mode!r}")
+        widths = self.vae.decoder_block_out_channels
+        if widths is not None and len(widths) != len(self.vae.block_out_channels):
+            raise ValueError(f"vae.decoder_block_out_channels {widths} needs one width per stage "
+                             f"({len(self.vae.block_out_channels)})")  # fmt: skip
         if not 0 < self.prompter.pooled_tokens <= self.prompter.num_tokens:
             raise ValueError(f"bad prompter token counts: {self.prompter}")
 

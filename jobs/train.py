@@ -75,6 +75,7 @@ class TrainOptions:
     distill: bool = True
     variance_guidance: bool = True
     linear_path: bool = False  # the latent codec's PCA-initialised linear path (a config change)
+    decoder_widths: tuple[int, ...] | None = None  # the DC-AE decoder's stage widths (a config change)
     prompter: bool = True
     freeze_encoder: bool = True
     freeze_decoder: bool = False  # B/C keep stage A's DC-AE decoder: the codec must reach its latent
@@ -103,6 +104,8 @@ class TrainOptions:
             changes["prompter.mode"] = "learned"  # learned tokens only: no latent condition
         if self.linear_path:
             changes["latent.linear_path"] = True
+        if self.decoder_widths is not None:
+            changes["vae.decoder_block_out_channels"] = tuple(self.decoder_widths)
         return cfg.replace(**changes) if changes else cfg
 
     def effective_ema_decay(self) -> float:
@@ -134,6 +137,10 @@ class TrainOptions:
             if len(ladder) != qualities or any(g <= 0 for g in ladder) or ladder != sorted(ladder):
                 raise ValueError(f"--gain-ladder needs {qualities} positive gains in rising order (one per "
                                  f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
+        if self.decoder_widths is not None:
+            self.codec_config()  # a clear error for the wrong number of stages
+            if any(w < 1 for w in self.decoder_widths):
+                raise ValueError(f"--decoder-widths must be positive, got {self.decoder_widths}")
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError(
                 f"--batch-size and --steps must be positive, got {self.batch_size}, {self.steps}"
@@ -353,6 +360,14 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """``"32,64,128"`` -> (32, 64, 128), for argparse."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") -> None:
     d = TrainOptions()
     a = parser.add_argument
@@ -404,6 +419,10 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--linear-path", action="store_true",
       help="give the latent codec a linear path beside g_a and the mean head, set to the PCA code of the "
            "encoder's latents as stage B begins (not the release's; docs/TRAINING.md)")  # fmt: skip
+    a("--decoder-widths", type=_ints,
+      help="the DC-AE decoder's stage widths, full resolution first, comma-separated (default: the "
+           "encoder's, e.g. 16,32,64,128,128,128 for ditic-small); a config change that travels in the "
+           "weights (docs/TRAINING.md, session 10)")  # fmt: skip
     a("--freeze-decoder", action="store_true",
       help="stages B/C keep the DC-AE decoder as stage A left it, so the latent codec and DiT must "
            "reach the latent it decodes, not the decoder adapt to theirs (not the release's)")  # fmt: skip

@@ -345,3 +345,32 @@ def load_codec_model(path: Path) -> torch.nn.Module:
     from codec.weights import load_checkpoint
 
     return load_checkpoint(path)[0]
+
+
+def test_decoder_widths_train_export_and_decode(photos: Path, tmp_path: Path):
+    """--decoder-widths widens the DC-AE decoder alone; the widths travel in the export, which then
+    loads and round-trips a real bitstream; a wrong number of stages is refused."""
+    from codec.api import load_codec
+
+    widths = (16, 16, 16, 16, 16, 32)  # ditic-test's encoder: 8, 8, 16, 16, 16, 32
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    opts = options_from_args(parser.parse_args(["--data", str(photos), "--decoder-widths", "16,16,16,16,16,32"]))
+    assert opts.decoder_widths == widths and TrainOptions().decoder_widths is None
+    trainer = Trainer(_opts(photos, tmp_path / "wide", decoder_widths=widths))
+    cfg = trainer.cfg.vae
+    assert cfg.decoder_block_out_channels == widths and cfg.block_out_channels == (8, 8, 16, 16, 16, 32)
+    assert trainer.model.vae.decoder.conv_out.weight.shape[1] == 16  # the full-resolution stage widened
+    assert trainer.model.vae.encoder.conv_in.weight.shape[0] == 8  # the encoder is not
+    trainer.fit()
+    path = tmp_path / "wide.safetensors"
+    export_trainer(trainer, path)
+    codec = load_codec(str(path), device="cpu")
+    assert codec.model.cfg.vae.decoder_block_out_channels == widths
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    item = codec.encode_items([image], quality=4)[0]
+    assert np.asarray(codec.decode_items([item.payload])[0].image).shape == image.shape
+    with pytest.raises(ValueError, match="one width per stage"):
+        _opts(photos, tmp_path, decoder_widths=(16, 32)).check()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--data", "x", "--decoder-widths", "16,a"])
