@@ -355,7 +355,8 @@ def test_decoder_widths_train_export_and_decode(photos: Path, tmp_path: Path):
     widths = (16, 16, 16, 16, 16, 32)  # ditic-test's encoder: 8, 8, 16, 16, 16, 32
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    opts = options_from_args(parser.parse_args(["--data", str(photos), "--decoder-widths", "16,16,16,16,16,32"]))
+    args = parser.parse_args(["--data", str(photos), "--decoder-widths", "16,16,16,16,16,32"])
+    opts = options_from_args(args)
     assert opts.decoder_widths == widths and TrainOptions().decoder_widths is None
     trainer = Trainer(_opts(photos, tmp_path / "wide", decoder_widths=widths))
     cfg = trainer.cfg.vae
