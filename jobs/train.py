@@ -58,6 +58,7 @@ class TrainOptions:
     warmup: int = 100
     stage: str = "auto"  # auto | A | B | C
     init: str | None = None  # start from these exported weights (fine-tuning), not a random init
+    reset_linear_path: bool = False  # with init: set the linear path's PCA basis anyway as B begins
     stage_a: float = 0.25
     stage_c: float = 0.0
     lambda_max: float = LAMBDA_MAX
@@ -137,6 +138,8 @@ class TrainOptions:
             if len(ladder) != qualities or any(g <= 0 for g in ladder) or ladder != sorted(ladder):
                 raise ValueError(f"--gain-ladder needs {qualities} positive gains in rising order (one per "
                                  f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
+        if self.reset_linear_path and not (self.init and self.linear_path):
+            raise ValueError("--reset-linear-path needs --init and --linear-path")
         if self.decoder_widths is not None:
             self.codec_config()  # a clear error for the wrong number of stages
             if any(w < 1 for w in self.decoder_widths):
@@ -390,6 +393,10 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     )
     a("--init", help="start from these exported weights (a .safetensors of the same config, e.g. the shipped "
       "model) with fresh optimizers: fine-tuning, e.g. --stage C for the adversarial stage alone")
+    a("--reset-linear-path", action="store_true",
+      help="with --init: set the linear path to the PCA code of the encoder's latents as stage B "
+           "begins, as a fresh run does (for an --init from a stage-A-only export, whose basis was "
+           "never set)")  # fmt: skip
     a("--gan-weight", type=float, default=d.gan_weight,
       help="stage C: the generator's hinge-GAN term, times the adaptive weight (default 0.5, as released)")
     a("--stage-a", type=float, default=d.stage_a, help="fraction of the schedule in stage A (autoencoder)")

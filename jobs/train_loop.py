@@ -371,8 +371,9 @@ class Trainer:
                 break
             stage = stage_at(self.progress(), self.opts)
             if stage != self.stage:
-                if self.stage in ("", "A") and stage != "A" and not self.opts.init:
-                    self._init_linear_path()  # an --init model keeps its own
+                fresh = not self.opts.init or self.opts.reset_linear_path
+                if self.stage in ("", "A") and stage != "A" and fresh:
+                    self._init_linear_path()  # an --init model keeps its own unless told otherwise
                 self._enter(stage)
             tick = time.monotonic()
             parts = self.train_step()

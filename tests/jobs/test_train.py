@@ -335,6 +335,13 @@ def test_init_starts_a_fine_tuning_run_from_an_export(photos: Path, tmp_path: Pa
     state = json.loads((tmp_path / "tuned" / "state" / "state.json").read_text())
     assert state["options"]["init"] == str(path)
 
+    reset = Trainer(_opts(photos, tmp_path / "reset", init=str(path), stage="B", steps=1, linear_path=True,
+                          reset_linear_path=True))  # fmt: skip
+    resets = []
+    reset._init_linear_path = lambda: resets.append(reset.step)  # e.g. from a stage-A-only export
+    assert reset.fit()["stage"] == "B" and resets == [0]
+    with pytest.raises(ValueError, match="reset-linear-path"):
+        _opts(photos, tmp_path, reset_linear_path=True, linear_path=True).check()  # without --init
     with pytest.raises(ValueError, match="latent.linear_path"):
         Trainer(_opts(photos, tmp_path / "other", init=str(path)))  # without --linear-path
     with pytest.raises(Exception, match="not found"):
