@@ -17,10 +17,36 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["GraphCache"]
+__all__ = ["GraphCache", "GraphPool"]
 
 Key = tuple[tuple[tuple[int, ...], torch.dtype], ...]
 Entry = tuple[torch.cuda.CUDAGraph, list[Tensor], Tensor]
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _side_stream() -> torch.cuda.Stream:
+    """The one stream per device on which every capture warms up. cuBLAS keeps a workspace (32 MiB on
+    Hopper, allocated through PyTorch's allocator and held for the life of the process) for each stream
+    it has run on, so a fresh stream per capture left one such workspace behind for every graph."""
+    device = torch.cuda.current_device()
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream()
+    return _SIDE_STREAMS[device]
+
+
+class GraphPool:
+    """One CUDA-graph memory pool for several ``GraphCache``s (``GraphCache(..., pool=...)``): the memory
+    held is then the largest graph's working set plus every graph's output, not the sum of the working
+    sets. Safe for the caches' replays for the same reason as ``share_pool`` within one cache: they run
+    one at a time on one stream, inputs are copied in and each output is copied out around its replay."""
+
+    def __init__(self) -> None:
+        self.handle: tuple[int, int] | None = None
+
+    def get(self) -> tuple[int, int]:
+        if self.handle is None:
+            self.handle = torch.cuda.graph_pool_handle()
+        return self.handle
 
 
 class GraphCache:
@@ -32,14 +58,21 @@ class GraphCache:
     """
 
     def __init__(
-        self, fn: Callable[..., Tensor], max_graphs: int = 4, name: str = "graph", share_pool: bool = False
+        self,
+        fn: Callable[..., Tensor],
+        max_graphs: int = 4,
+        name: str = "graph",
+        share_pool: bool = False,
+        pool: GraphPool | None = None,
     ):
         self.fn, self.max_graphs, self.name = fn, max_graphs, name
         self.graphs: OrderedDict[Key, Entry] = OrderedDict()
         # share_pool: every graph of this cache allocates from one memory pool, so the memory held is
         # the largest graph's working set, not the sum over shapes. Safe because replays run one at a
         # time on one stream and each output is copied out before the next replay can overwrite it.
-        self.share_pool = share_pool
+        # pool: that pool is shared with the other caches given the same GraphPool (implies share_pool).
+        self.share_pool = share_pool or pool is not None
+        self.pool_group = pool
         self.pool: tuple[int, int] | None = None
         self.enabled = torch.cuda.is_available()
         self.captures = 0
@@ -66,7 +99,7 @@ class GraphCache:
     def _capture(self, inputs: tuple[Tensor, ...]) -> Entry | None:
         static_in = [t.clone() for t in inputs]
         try:
-            side = torch.cuda.Stream()
+            side = _side_stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(2):  # warm-up outside the graph (allocator, cuDNN/cuBLAS handles)
@@ -74,7 +107,7 @@ class GraphCache:
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             if self.share_pool and self.pool is None:
-                self.pool = torch.cuda.graph_pool_handle()
+                self.pool = self.pool_group.get() if self.pool_group else torch.cuda.graph_pool_handle()
             with torch.cuda.graph(graph, pool=self.pool if self.share_pool else None):
                 static_out = self.fn(*static_in)
         except Exception as e:  # noqa: BLE001 - any capture failure means: run eagerly

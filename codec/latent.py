@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.config import CodecConfig
-from codec.graphs import GraphCache
+from codec.graphs import GraphCache, GraphPool
 
 # Step k of the four-step context codes, in channel group g, the pixel at position ORDER[k][g] of each
 # 2x2 block (0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right). Over four steps every channel
@@ -273,8 +273,12 @@ class EntropyPath(nn.Module):
 
     def use_cuda_graphs(self) -> EntropyPath:
         """Replay h_s and each step's parameter and LRP networks from CUDA graphs (inference only):
-        the same kernels, launched at once instead of one by one from Python (``codec.graphs``)."""
+        the same kernels, launched at once instead of one by one from Python (``codec.graphs``). All of
+        the path's graphs (nine per image size) allocate from one memory pool: they replay one after
+        another, so the pool holds the largest one's working set (im2col columns, the convolutions'
+        float64 weights cast at each call), not the sum of the nine."""
         self.__dict__["_graphs"] = {}
+        self.__dict__["_graph_pool"] = GraphPool()
         return self
 
     def _run_net(self, name: str, fn, *inputs: Tensor) -> Tensor:  # noqa: ANN001
@@ -282,7 +286,7 @@ class EntropyPath(nn.Module):
         if graphs is None:
             return fn(*inputs)
         if name not in graphs:
-            graphs[name] = GraphCache(fn, name=f"entropy path {name}")
+            graphs[name] = GraphCache(fn, name=f"entropy path {name}", pool=self.__dict__["_graph_pool"])
         return graphs[name](*inputs)
 
     def hyper(self, z_hat: Tensor, y_size: tuple[int, int]) -> Tensor:

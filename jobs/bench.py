@@ -3,7 +3,11 @@
 Modes:
   codec     the model alone on in-memory images (no I/O): encode/decode latency p50/p99 per image,
             images/s and megapixels/s per GPU, the decode split (entropy + heads / DiT / DC-AE decode),
-            peak GPU memory, CPU entropy-coding time. Warm-up iterations are excluded.
+            peak GPU memory, CPU entropy-coding time. Warm-up iterations are excluded. Peaks are
+            ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``: totals, the resident weights
+            included. Decode rows also give what is allocated after loading the decoding codec and
+            between decodes, the CUDA-graph pools and cuBLAS workspaces, and the float64 entropy
+            path's bytes.
   pipeline  the real compress job (see ``pipeline.job``), beside the codec-only rate of the same run.
   export    encode real photos on this device and write the payloads, the decoded latents and pixels,
             so another device can prove it decodes them the same (``tools/check_decode.py``).
@@ -47,11 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--decode-only", action="store_true",
                         help="codec mode: decode with a decode_only codec (encoders off the GPU), loaded "
                         "after the encoding codec is freed: the decode peak is a decoder's own")  # fmt: skip
+    parser.add_argument("--eager-encode", action="store_true",
+                        help="with --compile --decode-only: encode with an uncompiled codec (no encoder "
+                        "compile to wait for; the enc columns are eager's), decode compiled")  # fmt: skip
     parser.add_argument("--tiled", action="store_true",
                         help="always decode the DC-AE by the budget's tile plan (4 GiB if none is set)")
-    parser.add_argument("--decode-memory-gib", type=float, default=None, metavar="GIB",
+    parser.add_argument("--decode-memory-gib", default=None, metavar="GIB[,GIB...]",
                         help="DC-AE decode budget over the resident weights: tiled only where the whole "
-                        "does not fit (default 4 on CUDA, none on CPU; inf: never tile)")
+                        "does not fit (default 4 on CUDA, none on CPU; inf: never tile); several, "
+                        "comma-separated (`default` for the default): one decode row each, same payloads, "
+                        "one process")  # fmt: skip
     parser.add_argument("--decode-plan", default=None, metavar="KINDS",
                         help="DC-AE decode past the budget, comma-separated of auto, split, tiles: the exact "
                         "split (auto: where the decoder has one; split: or fail) or session 5's blended "
@@ -247,41 +256,125 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
     paths = _photo_paths(args.images)
     clock = _Clock(device)
     rows = []
+    budgets = _budgets(args)
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, DTYPES[dtype_name.strip()])
         points = [(w, h, int(b)) for w, h in _parse_sizes(args.sizes) for b in args.batch_sizes.split(",")]
-        codec = _load(args, device, dtype)
+        eager = args.decode_only and args.eager_encode
+        codec = _load(args, device, dtype, compile=args.compile and not eager)
+        loaded = _loaded(codec, device)
         quality = args.quality or max(codec.qualities)
         encoded = [
             _bench_encode(codec, _photos(paths, w, h, b), quality, clock, args, device) for w, h, b in points
         ]
         if args.decode_only:  # free the encoding codec first: the decode peak is then a decoder's own
             del codec
-            _empty_cache(device)
+            _free(device)
             codec = _load(args, device, dtype, decode_only=True)
+            loaded = _loaded(codec, device)
+        dtype_rows = []
         for (width, height, batch), (encoded_row, payloads) in zip(points, encoded, strict=True):
-            for kind in _plan_kinds(args):
-                codec.decode_plan_kind = kind
-                row = dict(encoded_row)
-                row.update(_bench_decode(codec, payloads, clock, args, device, width * height / 1e6))
-                row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
-                           decode_only=args.decode_only, decode_plan_kind=kind or "default")  # fmt: skip
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            for budget in budgets:
+                for kind in _plan_kinds(args):
+                    codec.decode_memory_gib, codec.decode_plan_kind = budget, kind
+                    row = dict(encoded_row) | loaded
+                    row.update(_bench_decode(codec, payloads, clock, args, device, width * height / 1e6))
+                    row.update(_held(device))
+                    row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
+                               decode_only=args.decode_only, decode_plan_kind=kind or "default",
+                               decode_memory_gib=budget, eager_encode=bool(eager))  # fmt: skip
+                    if args.decode_memory_gib is not None:
+                        row["decode_budget"] = "default budget" if budget is None else f"{budget:g} GiB"
+                    dtype_rows.append(row)
+                    print(json.dumps(row), flush=True)
+        workspaces = _blas_workspaces(device)  # last: it frees what the codec's graphs were captured with
+        for row in dtype_rows:
+            row["blas_workspaces_gib"] = workspaces
+        rows += dtype_rows
         del codec
-        _empty_cache(device)
+        _free(device)
     return rows
 
 
-def _load(args: argparse.Namespace, device: str, dtype, decode_only: bool = False):  # noqa: ANN001, ANN202
+def _load(  # noqa: ANN202
+    args: argparse.Namespace, device: str, dtype, decode_only: bool = False, compile: bool | None = None  # noqa: ANN001
+):
     from codec.api import load_codec
 
-    codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=args.compile,
-                       decode_memory_gib=args.decode_memory_gib, decode_only=decode_only,
+    compile = args.compile if compile is None else compile
+    budget = _budgets(args)[0]
+    codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=compile,
+                       decode_memory_gib=budget, decode_only=decode_only,
                        decode_bytes_per_pixel=args.decode_bytes_per_pixel)  # fmt: skip
     codec.tiled_decode = True if args.tiled else None
     codec.decode_plan_kind = _plan_kinds(args)[0]
     return codec
+
+
+def _budgets(args: argparse.Namespace) -> list[float | None]:
+    """``--decode-memory-gib``'s budgets in GiB; None: the codec's default (4 GiB on CUDA)."""
+    text = getattr(args, "decode_memory_gib", None)
+    if text is None:
+        return [None]
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    out: list[float | None] = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part in ("default", "none"):
+            out.append(None)
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"--decode-memory-gib takes GiB numbers or `default`, not {part!r}") from None
+        if not value > 0:
+            raise ValueError(f"--decode-memory-gib must be positive, got {part!r}")
+        out.append(value)
+    return out
+
+
+def _loaded(codec, device: str) -> dict:  # noqa: ANN001
+    """What the codec that decodes holds right after loading: allocated and reserved GiB (CUDA), and the
+    bytes of its float64 entropy path (the originals' float32 weights, cast at each call)."""
+    import torch
+
+    path = codec.model.codec.entropy_path64()
+    path_bytes = sum(t.numel() * t.element_size() for t in [*path.parameters(), *path.buffers()])
+    row = {"entropy_path_gib": path_bytes / 2**30}
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        row |= {"loaded_gib": torch.cuda.memory_allocated() / 2**30,
+                "loaded_reserved_gib": torch.cuda.memory_reserved() / 2**30}  # fmt: skip
+    return row
+
+
+def _held(device: str) -> dict:
+    """What stays between decodes (CUDA): allocated GiB (weights, graph outputs, cuBLAS workspaces), and
+    the segments of the CUDA-graph pools (every pool but the default one), a replay's working memory."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return {}
+    torch.cuda.synchronize()
+    pools = sum(seg["total_size"] for seg in torch.cuda.memory_snapshot()
+                if tuple(seg.get("segment_pool_id", (0, 0))) != (0, 0))  # fmt: skip
+    return {"idle_gib": torch.cuda.memory_allocated() / 2**30, "graph_pools_gib": pools / 2**30}
+
+
+def _blas_workspaces(device: str) -> float:
+    """GiB of the cuBLAS workspaces the process holds (one per stream cuBLAS ran on), measured by freeing
+    them: only once nothing captured will replay (graphs hold the capture stream's workspace)."""
+    import torch
+
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if not device.startswith("cuda") or clear is None:
+        return float("nan")
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    clear()
+    torch.cuda.synchronize()
+    return (before - torch.cuda.memory_allocated()) / 2**30
 
 
 def _plan_kinds(args: argparse.Namespace) -> list[str | None]:
@@ -302,6 +395,17 @@ def _empty_cache(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+
+
+def _free(device: str) -> None:
+    """Free a deleted codec's GPU memory: collect it (its graph caches hold bound methods of it: a cycle
+    that ``del`` alone leaves for the collector), drop the cuBLAS workspaces its graphs' warm-ups left,
+    and empty the allocator's cache."""
+    import gc
+
+    gc.collect()
+    _blas_workspaces(device)
+    _empty_cache(device)
 
 
 def _columns(
@@ -430,7 +534,9 @@ def markdown_table(rows: list[dict]) -> str:
         for title, key in COLUMNS:
             if title == "size":
                 kind = r.get("decode_plan_kind", "default")
-                cells.append(f"{r['width']}x{r['height']}" + (f" ({kind})" if kind != "default" else ""))
+                notes = [kind] if kind != "default" else []
+                notes += [r["decode_budget"]] if "decode_budget" in r else []
+                cells.append(f"{r['width']}x{r['height']}" + (f" ({', '.join(notes)})" if notes else ""))
             elif title.startswith("entropy"):
                 parts = [r.get(k) for k in ("entropy_ms", "heads_dit_ms", "vae_decode_ms")]
                 cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
@@ -455,6 +561,14 @@ def _plan_notes(rows: list[dict]) -> str:
                     f"{r['resident_gib']:.2f} GiB resident") if "dc_ae_peak_gib" in r else ""  # fmt: skip
         if "dc_ae_graph_pool_gib" in r:
             measured += f"; its CUDA-graph pool holds {r['dc_ae_graph_pool_gib']:.2f} GiB"
-        kind = f" ({r['decode_plan_kind']})" if r.get("decode_plan_kind", "default") != "default" else ""
-        notes.append(f"- {r['model']} {r['dtype']} DC-AE decode{kind}: {r['decode_plan']}{measured}")
+        if "loaded_gib" in r:
+            nan = float("nan")
+            measured += (f"; allocated {r['loaded_gib']:.2f} GiB after load (entropy path "
+                         f"{r['entropy_path_gib']:.2f}), {r.get('idle_gib', nan):.2f} between decodes, "
+                         f"graph pools {r.get('graph_pools_gib', nan):.2f}, cuBLAS workspaces "
+                         f"{r.get('blas_workspaces_gib', nan):.2f}")  # fmt: skip
+        kind = [r["decode_plan_kind"]] if r.get("decode_plan_kind", "default") != "default" else []
+        kind += [r["decode_budget"]] if "decode_budget" in r else []
+        label = f" ({', '.join(kind)})" if kind else ""
+        notes.append(f"- {r['model']} {r['dtype']} DC-AE decode{label}: {r['decode_plan']}{measured}")
     return "\n" + "\n".join(notes) + "\n" if notes else ""

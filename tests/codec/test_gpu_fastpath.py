@@ -9,6 +9,7 @@ from helpers import example_photo_paths
 
 from codec import bitstream
 from codec.api import load_codec
+from codec.latent import CONTEXT_MODULES
 from codec.metrics import psnr
 from codec.model import PAD_MULTIPLE
 
@@ -53,6 +54,38 @@ def test_gemm_convolutions_give_the_same_latents(photos: list[np.ndarray]) -> No
     cpu = load_codec("ditic-small", device="cpu")
     slow = cpu.model.decompress_heads([strings], shape, 4)["y_hat"]
     assert torch.allclose(fast.cpu(), slow, rtol=0, atol=1e-9)
+
+
+def test_entropy_path_graphs_share_one_pool_and_decode_as_eager(photos: list[np.ndarray]) -> None:
+    """The float64 entropy path (the checkpoint's weights, cast at each call) replays its graphs, two sizes'
+    worth, all from one memory pool, interleaved, and decodes the latents it decodes launched op by op."""
+    codec = load_codec("ditic-small", device="cuda")
+    crops = [np.ascontiguousarray(p[:256, :320]) for p in photos]
+    payloads = codec.encode(photos[:1], 4) + codec.encode(crops[:1], 4)
+
+    def latents() -> list[torch.Tensor]:
+        out = []
+        for payload in payloads:
+            header, strings, _ = bitstream.unpack(payload)
+            shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
+            out.append(codec.model.decompress_heads([strings], shape, 4)["y_hat"])
+        return out
+
+    graphed = latents() + latents()
+    path = codec.model.codec.entropy_path64()
+    graphs = path.__dict__["_graphs"]
+    assert len(graphs) == 9 and all(g.enabled and g.captures == 2 for g in graphs.values())
+    assert len({g.pool for g in graphs.values()}) == 1 and None not in {g.pool for g in graphs.values()}
+    originals = {p.dtype for name in CONTEXT_MODULES for p in getattr(codec.model.codec, name).parameters()}
+    assert {(p.dtype, p.device.type) for p in path.parameters()} == {(d, "cuda") for d in originals}
+    assert torch.float64 not in originals  # the checkpoint's own dtype (float16 for ditic-small), cast at use
+    path.__dict__["_graphs"] = None  # the same path, launched op by op
+    try:
+        eager = latents()
+    finally:
+        path.__dict__["_graphs"] = graphs
+    for a, b in zip(graphed, eager + eager, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
 
 
 def test_compiled_autoencoder_is_faithful(photos: list[np.ndarray]) -> None:

@@ -32,3 +32,20 @@ def test_codec_bench_writes_rows_with_the_decode_split(tmp_path, decode_only: bo
     assert pq.read_table(tmp_path / "bench-codec.parquet").num_rows == 4
     table = (tmp_path / "bench-codec.md").read_text()
     assert "entropy / heads+DiT / DC-AE ms" in table and "| ditic-test | fp32 | 192x128 | 2 |" in table
+
+
+def test_codec_bench_decodes_the_same_payloads_under_several_budgets(tmp_path) -> None:
+    """``--decode-memory-gib 1,default``: one decode row per budget, the same payloads, one process; each
+    row says its budget and what the decoding codec's float64 entropy path holds."""
+    argv = ["bench", "--mode", "codec", "--model", "ditic-test", "--sizes", "128x128", "--repeats", "1",
+            "--warmup", "0", "--device", "cpu", "--threads", "1", "--decode-only", "--eager-encode",
+            "--decode-memory-gib", "1,default", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "bench-codec.json").read_text())
+    budgets = [(r["decode_memory_gib"], r["decode_budget"]) for r in rows]
+    assert budgets == [(1.0, "1 GiB"), (None, "default budget")]
+    assert rows[0]["bpp"] == rows[1]["bpp"] and all(r["dec_ms_p50"] > 0 for r in rows)
+    assert all(r["entropy_path_gib"] > 0 and r["eager_encode"] for r in rows)
+    table = (tmp_path / "bench-codec.md").read_text()
+    assert "| 128x128 (1 GiB) |" in table and "| 128x128 (default budget) |" in table
+    assert main(argv[:-4] + ["--decode-memory-gib", "1,lots", "--out", str(tmp_path)]) != 0
