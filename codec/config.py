@@ -131,6 +131,10 @@ class LatentConfig:
     # not in the release: a linear path beside g_a (latent 2x2 blocks -> y) and the mean head (y -> blocks),
     # which training initialises to the PCA code of the latent (docs/TRAINING.md, session 6)
     linear_path: bool = False
+    # not in the release: the four-step context model's width (its adapters' middle and g_c's channels);
+    # None keeps the release's, 2M inside with adapters of mean width. A wider y needs a narrower one to
+    # fit ditic-small's 24 MiB (docs/TRAINING.md, session 10)
+    context_width: int | None = None
 
     @property
     def N(self) -> int:
@@ -171,6 +175,8 @@ class CodecConfig:
             raise ValueError(f"latent.M must be a multiple of 8 (4 context groups, z = M/2), got {m}")
         if self.latent.num_qualities < 1:
             raise ValueError(f"latent.num_qualities must be >= 1, got {self.latent.num_qualities}")
+        if self.latent.context_width is not None and self.latent.context_width < 8:
+            raise ValueError(f"latent.context_width must be >= 8 or None, got {self.latent.context_width}")
         if self.prompter.mode not in PROMPT_MODES:
             raise ValueError(f"prompter.mode must be one of {PROMPT_MODES}, got {self.prompter.mode!r}")
         widths = self.vae.decoder_block_out_channels

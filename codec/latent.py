@@ -122,11 +122,11 @@ class UpsampleBlock(nn.Module):
 
 
 class Adapter(nn.Module):
-    """Three 3x3 convs with GELU, mid width (in + out) / 2."""
+    """Three 3x3 convs with GELU, mid width ``mid`` (default (in + out) / 2)."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, mid: int | None = None):
         super().__init__()
-        mid = (in_ch + out_ch) // 2
+        mid = mid or (in_ch + out_ch) // 2
         self.branch1 = nn.Sequential(
             nn.Conv2d(in_ch, mid, 3, padding=1),
             nn.GELU(),
@@ -245,14 +245,14 @@ def heads_from_config(cfg: CodecConfig) -> dict[str, nn.Module]:
 
 
 def context_from_config(cfg: CodecConfig) -> dict[str, nn.Module]:
-    M = cfg.latent.M
-    C = 2 * M
+    M, mid = cfg.latent.M, cfg.latent.context_width  # mid None: the release's widths
+    C = mid or 2 * M
     return {
         "h_s": HyperSynthesis(M),
-        "adapter_in": nn.ModuleList(Adapter(M, C) for _ in range(4)),
+        "adapter_in": nn.ModuleList(Adapter(M, C, mid) for _ in range(4)),
         "g_c": Blocks(DepthConvBlock(C, C), DepthConvBlock(C, C), DepthConvBlock(C, C), nn.Conv2d(C, C, 1)),
-        "adapter_out": nn.ModuleList(Adapter(C, 2 * M) for _ in range(4)),
-        "LRP": nn.ModuleList(Blocks(Adapter(2 * M, M)) for _ in range(4)),
+        "adapter_out": nn.ModuleList(Adapter(C, 2 * M, mid) for _ in range(4)),
+        "LRP": nn.ModuleList(Blocks(Adapter(2 * M, M, mid)) for _ in range(4)),
     }
 
 

@@ -9,7 +9,8 @@ features are computed once for a bank of random crops of the training photos (``
 kept out by the usual split), then only the latent codec (``model.codec``, fresh weights unless
 ``--keep``) trains on them, to ``rel_err(mean + res, y0) + λ·bpp``. No DiT, no pixel decoder, so it
 runs on the CPU in minutes. It prints the relative error on held-out crops' latents every
-``--every`` steps and writes the curve as JSON.
+``--every`` steps and writes the curve as JSON. ``--latent-m`` and ``--context-width`` try a fresh
+codec of another width on the same latents (session 10: y's width against a longer-trained encoder).
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit("--keep with --linear-path needs a checkpoint that has the linear path")
     if args.linear_path:  # the codec's own option (codec/model.py), set as ditic train sets it
         cfg = cfg.replace(**{"latent.linear_path": True})
+    if args.keep and (args.latent_m or args.context_width):
+        raise SystemExit("--keep keeps the checkpoint's latent codec: no --latent-m / --context-width")
+    if args.latent_m:
+        cfg = cfg.replace(**{"latent.M": args.latent_m})
+    if args.context_width:
+        cfg = cfg.replace(**{"latent.context_width": args.context_width})
     lc = model.codec if args.keep else LatentCodec(cfg)
     if args.linear_path and not args.keep:
         lc.init_linear_path(lat / scale)
@@ -183,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pca", type=int, nargs="*", help="also the linear (PCA) bound at ranks K, e.g. 48 64")
     p.add_argument("--linear-path", action="store_true",
                    help="the codec's linear path (latent.linear_path), set to the PCA code")  # fmt: skip
+    p.add_argument("--latent-m", type=int,
+                   help="a fresh codec with y this wide (latent.M; default the checkpoint's)")  # fmt: skip
+    p.add_argument("--context-width", type=int,
+                   help="a fresh codec with this context-model width (latent.context_width)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     args = p.parse_args(argv)

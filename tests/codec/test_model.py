@@ -117,3 +117,28 @@ def test_small_model_size():
         model = DiTIC(get_config("ditic-small"))
     n = sum(p.numel() for p in model.parameters())
     assert 5e6 < n <= 11e6  # fp16 weights <= 22 MiB
+
+
+def test_context_width_narrows_the_context_model_and_codes_exactly():
+    """latent.context_width (not the release's): the context model's adapters and g_c at that width,
+    fewer parameters than the default 2M, and payloads that decode to what was coded (y_hat equal)."""
+    from codec.config import CodecConfig
+
+    default, narrow = _model(), _model(**{"latent.context_width": 8})  # ditic-test: M = 16, so 2M = 32
+    count = lambda m: sum(p.numel() for p in m.codec.parameters())  # noqa: E731
+    assert count(narrow) < count(default)
+    width = lambda m: tuple(m.codec.g_c.block[-1].weight.shape[:2])  # noqa: E731
+    assert width(narrow) == (8, 8) and width(default) == (32, 32)
+    assert narrow.codec.adapter_in[0].branch1[0].weight.shape[0] == 8  # the adapters' middle width
+    cfg = narrow.cfg
+    assert CodecConfig.from_dict(cfg.to_dict()) == cfg and default.cfg.latent.context_width is None
+    narrow.eval()
+    narrow.update()  # the coding tables
+    x = torch.rand(1, 3, 64, 128) * 2 - 1
+    with torch.no_grad():
+        latent, aux = narrow.encode_latent(x)
+        strings, y_hat = narrow.codec.compress(latent, aux, 4)
+        decoded, _ = narrow.codec.decompress_latent(strings, tuple(y_hat.shape[-2:]), torch.device("cpu"))
+    assert torch.equal(decoded.cpu().to(y_hat.dtype), y_hat)
+    with pytest.raises(ValueError, match="context_width"):
+        get_config("ditic-test").replace(**{"latent.context_width": 4})
