@@ -77,6 +77,8 @@ class TrainOptions:
     variance_guidance: bool = True
     linear_path: bool = False  # the latent codec's PCA-initialised linear path (a config change)
     decoder_widths: tuple[int, ...] | None = None  # the DC-AE decoder's stage widths (a config change)
+    latent_m: int | None = None  # y's width, latent.M (a config change; default the config's)
+    context_width: int | None = None  # the context model's width, latent.context_width (a config change)
     prompter: bool = True
     freeze_encoder: bool = True
     freeze_decoder: bool = False  # B/C keep stage A's DC-AE decoder: the codec must reach its latent
@@ -107,6 +109,10 @@ class TrainOptions:
             changes["latent.linear_path"] = True
         if self.decoder_widths is not None:
             changes["vae.decoder_block_out_channels"] = tuple(self.decoder_widths)
+        if self.latent_m is not None:
+            changes["latent.M"] = self.latent_m
+        if self.context_width is not None:
+            changes["latent.context_width"] = self.context_width
         return cfg.replace(**changes) if changes else cfg
 
     def effective_ema_decay(self) -> float:
@@ -140,6 +146,8 @@ class TrainOptions:
                                  f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
         if self.reset_linear_path and not (self.init and self.linear_path):
             raise ValueError("--reset-linear-path needs --init and --linear-path")
+        if self.latent_m is not None or self.context_width is not None:
+            self.codec_config()  # the config's own checks: M a multiple of 8, a context width >= 8
         if self.decoder_widths is not None:
             self.codec_config()  # a clear error for the wrong number of stages
             if any(w < 1 for w in self.decoder_widths):
@@ -430,6 +438,13 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
       help="the DC-AE decoder's stage widths, full resolution first, comma-separated (default: the "
            "encoder's, e.g. 16,32,64,128,128,128 for ditic-small); a config change that travels in the "
            "weights (docs/TRAINING.md, session 10)")  # fmt: skip
+    a("--latent-m", type=int,
+      help="y's width (latent.M; ditic-small: 48), a multiple of 8; a config change that travels in "
+           "the weights (docs/TRAINING.md, session 10: M = 48 discards much of a longer-trained "
+           "autoencoder)")  # fmt: skip
+    a("--context-width", type=int,
+      help="the four-step context model's width (latent.context_width; default 2M with the release's "
+           "adapters): a wider y fits the 24 MiB budget only with a narrower context model")  # fmt: skip
     a("--freeze-decoder", action="store_true",
       help="stages B/C keep the DC-AE decoder as stage A left it, so the latent codec and DiT must "
            "reach the latent it decodes, not the decoder adapt to theirs (not the release's)")  # fmt: skip

@@ -382,3 +382,21 @@ def test_decoder_widths_train_export_and_decode(photos: Path, tmp_path: Path):
         _opts(photos, tmp_path, decoder_widths=(16, 32)).check()
     with pytest.raises(SystemExit):
         parser.parse_args(["--data", "x", "--decoder-widths", "16,a"])
+
+
+def test_latent_width_options_change_the_config(photos: Path, tmp_path: Path):
+    """--latent-m and --context-width build the run's codec at those widths (they travel in its config)
+    and train; a width the config refuses is refused when the options are checked."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", str(photos), "--latent-m", "24", "--context-width", "8"])
+    opts = options_from_args(args)
+    assert (opts.latent_m, opts.context_width) == (24, 8) and TrainOptions().latent_m is None
+    trainer = Trainer(_opts(photos, tmp_path / "wide", latent_m=24, context_width=8, stage_a=0.0))
+    assert (trainer.cfg.latent.M, trainer.cfg.latent.context_width) == (24, 8)
+    assert trainer.model.codec.gain.shape == (4, 24)
+    assert trainer.fit()["stage"] == "B"
+    with pytest.raises(ValueError, match="multiple of 8"):
+        _opts(photos, tmp_path, latent_m=20).check()
+    with pytest.raises(ValueError, match="context_width"):
+        _opts(photos, tmp_path, context_width=4).check()
