@@ -146,12 +146,12 @@ class TrainOptions:
                                  f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
         if self.reset_linear_path and not (self.init and self.linear_path):
             raise ValueError("--reset-linear-path needs --init and --linear-path")
-        if self.latent_m is not None or self.context_width is not None:
-            self.codec_config()  # the config's own checks: M a multiple of 8, a context width >= 8
-        if self.decoder_widths is not None:
-            self.codec_config()  # a clear error for the wrong number of stages
-            if any(w < 1 for w in self.decoder_widths):
-                raise ValueError(f"--decoder-widths must be positive, got {self.decoder_widths}")
+        if self.decoder_widths is not None and any(w < 1 for w in self.decoder_widths):
+            raise ValueError(f"--decoder-widths must be positive, got {self.decoder_widths}")
+        if (self.decoder_widths, self.latent_m, self.context_width) != (None, None, None):
+            # the config's own checks, with clear errors: one decoder width per stage, M a multiple of 8,
+            # a context width >= 8
+            self.codec_config()
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError(
                 f"--batch-size and --steps must be positive, got {self.batch_size}, {self.steps}"
