@@ -363,20 +363,19 @@ def evaluate_held_out(model: torch.nn.Module, images: torch.Tensor, qualities: l
 
 
 # --- command line ------------------------------------------------------------------------------
-def _floats(text: str) -> tuple[float, ...]:
-    """``"0.25,0.5,1,2"`` -> (0.25, 0.5, 1.0, 2.0), for argparse."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _comma_list(kind: type, what: str):  # noqa: ANN202
+    """An argparse type: ``"0.25,0.5,1"`` -> (0.25, 0.5, 1.0) for ``kind`` float, and so on."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+
+    return parse
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    """``"32,64,128"`` -> (32, 64, 128), for argparse."""
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+_floats, _ints = _comma_list(float, "numbers"), _comma_list(int, "integers")
 
 
 def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") -> None:
