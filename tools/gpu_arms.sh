@@ -10,6 +10,9 @@
 # What comes back under $OUT (at most 8 files): arms.tgz (logs, reports, split JSON) and each arm's
 # fp16 export (of the KEEP=3 best) cut in pieces of <= 15 MiB (NAME.safetensors.part-aa, -ab: `cat` them back together).
 # PACK=1 packs logs and exports into one tar in pieces instead (KEEP=4 fits).
+# An arm named NAME@GPUS (e.g. "A96d@0,1=...") trains on those GPUs, one model with DDP over them
+# (tools/gpu_train.sh's NPROC); the others take GPU i mod the GPU count, i counting every arm.
+# SITE=/tmp/site: the bundle is already unpacked there (another script of the same call did it).
 # SPLIT=0 skips split_quality (a first call of a two-call schedule: SCHEDULE_MIN, RESUME=1 pass on to
 # tools/gpu_train.sh). Carry as tools/gpu_train.sh does (bundle, .carry/train, .carry/stlpips, .carry/stlpips-alex).
 set -uo pipefail
@@ -18,7 +21,9 @@ shift
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/arms/out}
 mkdir -p runs/arms "$OUT"
-if [ -f .bundle/install.sh ]; then
+if [ -n "${SITE:-}" ]; then
+  PYTHONPATH="$SITE:$PWD"
+elif [ -f .bundle/install.sh ]; then
   PYTHONPATH="$(bash .bundle/install.sh):$PWD"  # once: concurrent installs into one folder would race
 else
   PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -26,9 +31,11 @@ fi
 export PYTHONPATH PYTHONUNBUFFERED=1
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 names=()
-for arm in "$@"; do  # arm i on GPU i mod the GPU count
-  name=${arm%%=*}
-  CUDA_VISIBLE_DEVICES=$(( ${#names[@]} % (gpus > 0 ? gpus : 1) )) BUNDLE=/nonexistent RUN="runs/arms/$name" \
+for arm in "$@"; do  # arm i on GPU i mod the GPU count, or on NAME@GPUS
+  name=${arm%%=*} devices=$(( ${#names[@]} % (gpus > 0 ? gpus : 1) ))
+  if [[ $name == *@* ]]; then devices=${name#*@} name=${name%%@*}; fi
+  nproc=$(awk -F, '{print NF}' <<< "$devices")
+  CUDA_VISIBLE_DEVICES=$devices NPROC=$nproc BUNDLE=/nonexistent RUN="runs/arms/$name" \
     OUT="runs/arms/$name/out" EXTRA="${arm#*=}" bash tools/gpu_train.sh "$minutes" > "runs/arms/$name.log" 2>&1 &
   names+=("$name")
   sleep 2

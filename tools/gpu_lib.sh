@@ -5,7 +5,8 @@
 #   bench NAME SECONDS ARGS...     step with `ditic bench --out $R/NAME ARGS...`.
 # The archive is rewritten after every step, so a time-out still brings back what finished.
 set -uo pipefail
-export PYTHONPATH=$(bash .bundle/install.sh):$PWD PYTHONUNBUFFERED=1
+# SITE=/tmp/site: the bundle is already unpacked there (another script of the same call did it)
+export PYTHONPATH=${SITE:-$(bash .bundle/install.sh)}:$PWD PYTHONUNBUFFERED=1
 mkdir -p "$R"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 step() {
