@@ -107,13 +107,27 @@ class TrainOptions:
             changes["prompter.mode"] = "learned"  # learned tokens only: no latent condition
         if self.linear_path:
             changes["latent.linear_path"] = True
-        if self.decoder_widths is not None:
-            changes["vae.decoder_block_out_channels"] = tuple(self.decoder_widths)
-        if self.latent_m is not None:
-            changes["latent.M"] = self.latent_m
-        if self.context_width is not None:
-            changes["latent.context_width"] = self.context_width
+        widths = {"vae.decoder_block_out_channels": self.decoder_widths, "latent.M": self.latent_m,
+                  "latent.context_width": self.context_width}
+        inherited = self.init_widths() if self.init else {}
+        for key, value in widths.items():
+            if value is not None:
+                changes[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+            elif key in inherited:
+                changes[key] = inherited[key]
         return cfg.replace(**changes) if changes else cfg
+
+    def init_widths(self) -> dict[str, Any]:
+        """The widths (the decoder's stages, y's M, the context model's) of the ``--init`` model, for the
+        options left unset: fine-tuning keeps the architecture it starts from (session 11 lost two
+        device calls to an --init without --latent-m). An option given explicitly still wins, and
+        :meth:`Trainer._load_init` refuses a mismatch."""
+        from codec.weights import read_checkpoint_info
+
+        cfg = read_checkpoint_info(self.init).config
+        widths = {"vae.decoder_block_out_channels": cfg.vae.decoder_block_out_channels,
+                  "latent.M": cfg.latent.M, "latent.context_width": cfg.latent.context_width}
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in widths.items() if v is not None}
 
     def effective_ema_decay(self) -> float:
         """``ema_decay``, capped so that the average spans at most a tenth of a step-scheduled run:

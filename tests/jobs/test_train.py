@@ -400,3 +400,23 @@ def test_latent_width_options_change_the_config(photos: Path, tmp_path: Path):
         _opts(photos, tmp_path, latent_m=20).check()
     with pytest.raises(ValueError, match="context_width"):
         _opts(photos, tmp_path, context_width=4).check()
+
+
+def test_init_keeps_the_widths_it_starts_from(photos: Path, tmp_path: Path):
+    """An --init run takes y's width, the context model's and the decoder's from the model it starts
+    from when the options leave them unset (session 11 lost two device calls to a stage-B run without
+    --latent-m); a width given explicitly that differs from the init's is still refused."""
+    wide = Trainer(_opts(photos, tmp_path / "wide", steps=1, latent_m=24, context_width=8,
+                         decoder_widths=(16, 16, 16, 16, 16, 32)))  # fmt: skip
+    wide.fit()
+    path = tmp_path / "wide.safetensors"
+    export_trainer(wide, path)
+    opts = _opts(photos, tmp_path / "tuned", init=str(path), stage="B", steps=1)
+    assert opts.init_widths() == {"latent.M": 24, "latent.context_width": 8,
+                                  "vae.decoder_block_out_channels": (16, 16, 16, 16, 16, 32)}  # fmt: skip
+    tuned = Trainer(opts)
+    assert (tuned.cfg.latent.M, tuned.cfg.latent.context_width) == (24, 8)
+    assert tuned.cfg.vae.decoder_block_out_channels == (16, 16, 16, 16, 16, 32)
+    assert tuned.init_model_id and tuned.fit()["stage"] == "B"
+    with pytest.raises(ValueError, match="latent.M"):
+        Trainer(_opts(photos, tmp_path / "narrow", init=str(path), latent_m=16, stage="B"))
