@@ -5,7 +5,8 @@
 Reads the per-image rows that ``ditic evaluate`` wrote (``per_image.csv`` or ``.parquet``), builds the
 same rate points and the same BD table as the job (``jobs.evaluate_report``), and prints it as JSON.
 ``--pairs A:QA=B:QB`` adds a per-image comparison of two rate points (e.g. two models at about the
-same bpp), with how many images each metric favours.
+same bpp), with how many images each metric favours. ``--plots DIR`` writes the job's plots of all the rows'
+codecs (e.g. one run's model rows concatenated with an earlier run's classical rows).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.evaluate_report import bd_table, rate_points  # noqa: E402
+from jobs.evaluate_report import bd_table, rate_points, write_plots  # noqa: E402
 
 NUMERIC = ("quality", "width", "height", "bytes", "bpp", "psnr", "ms_ssim", "st_lpips", "enc_ms", "dec_ms")
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rows", help="per_image.csv or per_image.parquet of a ditic evaluate run")
     p.add_argument("--anchor", required=True, help="the codec every other one is compared with")
     p.add_argument("--pairs", action="append", default=[], metavar="A:QA=B:QB")
+    p.add_argument("--plots", metavar="DIR", help="also write the job's rate-quality plots (PNG) here")
+    p.add_argument("--title", default="rate-quality", help="the plots' title")
     args = p.parse_args(argv)
     rows = read_rows(args.rows)
     codecs = sorted({r["codec"] for r in rows})
@@ -75,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     curves = {c: rate_points(rows, c) for c in codecs}
     out = {"anchor": args.anchor, "method": "pchip", "bd": bd_table(curves, args.anchor),
            "pairs": [compare_pair(rows, spec) for spec in args.pairs]}  # fmt: skip
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        out["plots"] = [str(path) for path in write_plots(curves, Path(args.plots), args.title)]
     print(json.dumps(out, indent=1, allow_nan=False))
     return 0
 
