@@ -457,7 +457,8 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
            "autoencoder)")  # fmt: skip
     a("--context-width", type=int,
       help="the four-step context model's width (latent.context_width; default 2M with the release's "
-           "adapters): a wider y fits the 24 MiB budget only with a narrower context model")  # fmt: skip
+           "adapters): a wider y fits the 24 MiB budget only with a narrower context model. With --init, "
+           "this, --latent-m and --decoder-widths default to the init model's own")  # fmt: skip
     a("--freeze-decoder", action="store_true",
       help="stages B/C keep the DC-AE decoder as stage A left it, so the latent codec and DiT must "
            "reach the latent it decodes, not the decoder adapt to theirs (not the release's)")  # fmt: skip
