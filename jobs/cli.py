@@ -44,7 +44,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# The CUDA caching allocator's setting for every `ditic` process, unless the user set one: expandable
+# segments return the pieces a budgeted (strip-by-strip) decode frees, so the process's reserved
+# footprint tracks what it allocates. ditic-official at 2048² under a 1.5 GiB decode budget on an H200
+# (docs/BENCHMARKS.md, session 12): 3.43 GiB reserved against 4.62 without. Read when CUDA first
+# allocates, so it is set before any subcommand runs; local Ray workers inherit it.
+ALLOCATOR_DEFAULTS = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+
+
+def allocator_defaults(environ: dict | os._Environ = os.environ) -> None:
+    """Set :data:`ALLOCATOR_DEFAULTS` in ``environ`` where the user has not set them."""
+    for key, value in ALLOCATOR_DEFAULTS.items():
+        environ.setdefault(key, value)
+
+
 def main(argv: list[str] | None = None) -> int:
+    allocator_defaults()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else "")

@@ -11,7 +11,9 @@ log-bpp (jobs.evaluate_bdrate). The rule, committed before the runs it judges (d
 * qualify if BD-ST-LPIPS <= -0.008 with BD-PSNR >= -0.05 dB, or BD-PSNR >= +0.05 dB with
   BD-ST-LPIPS <= +0.008 (session 10's thresholds, now at matched rates), over a shared interval at
   least 1.25x wide (top / bottom bpp);
-* among those that qualify, the lowest BD-ST-LPIPS ships.
+* among those that qualify, the lowest BD-ST-LPIPS ships (session 11; ``--prefer stlpips``), or
+  (session 12, ``--prefer psnr``, where ST-LPIPS against AVIF was won and PSNR was the bar still short)
+  the highest BD-PSNR, the lower BD-ST-LPIPS among those within 0.05 dB of it.
 
 Prints one JSON object per candidate and the verdict.
 """
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from jobs.evaluate_bdrate import bd_quality  # noqa: E402
 
 MIN_SPAN = 1.25  # the shared bpp interval's top / bottom
+PSNR_TIE_DB = 0.05  # --prefer psnr: BD-PSNRs this close are a tie, broken by BD-ST-LPIPS
 
 
 def curve(split: dict, stage: str = "full") -> tuple[list[float], list[float], list[float]]:
@@ -54,11 +57,24 @@ def compare(base: dict, cand: dict, stage: str = "full") -> dict:
             "why": "rule met" if ok else "rule not met"}
 
 
+def pick(qualified: dict[str, dict], prefer: str = "stlpips") -> str | None:
+    """The candidate that ships among those that qualify (``compare``'s results by name)."""
+    if not qualified:
+        return None
+    if prefer == "psnr":
+        top = max(r["bd_psnr"] for r in qualified.values())
+        qualified = {k: r for k, r in qualified.items() if r["bd_psnr"] >= top - PSNR_TIE_DB}
+    return min(qualified, key=lambda k: qualified[k]["bd_stlpips"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("base")
     p.add_argument("candidates", nargs="+")
     p.add_argument("--stage", default="full", help="split_quality stage to compare (default: full)")
+    p.add_argument("--prefer", choices=("stlpips", "psnr"), default="stlpips",
+                   help="which qualifier ships: lowest BD-ST-LPIPS (session 11), or highest BD-PSNR with "
+                        f"ties within {PSNR_TIE_DB} dB broken by BD-ST-LPIPS (session 12)")
     args = p.parse_args()
     base = json.loads(Path(args.base).read_text())
     results = {}
@@ -66,8 +82,7 @@ def main() -> None:
         results[path] = compare(base, json.loads(Path(path).read_text()), args.stage)
         print(json.dumps({"candidate": path, **results[path]}))
     ok = {k: v for k, v in results.items() if v["qualifies"]}
-    best = min(ok, key=lambda k: ok[k]["bd_stlpips"]) if ok else None
-    print(json.dumps({"ships": best, "qualified": sorted(ok)}))
+    print(json.dumps({"ships": pick(ok, args.prefer), "prefer": args.prefer, "qualified": sorted(ok)}))
 
 
 if __name__ == "__main__":

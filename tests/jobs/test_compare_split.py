@@ -1,0 +1,45 @@
+"""tools/compare_split.py: the model-selection rule at matched rates, on recorded held-out curves."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("compare_split", ROOT / "tools" / "compare_split.py")
+compare_split = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare_split)
+
+
+def split(name: str) -> dict:
+    return json.loads((ROOT / "docs" / "training" / name / "split.json").read_text())
+
+
+def test_a_model_against_itself_is_a_zero_and_does_not_qualify():
+    base = split("session11/C96")
+    r = compare_split.compare(base, base)
+    assert r["bd_psnr"] == pytest.approx(0.0, abs=1e-6) and r["bd_stlpips"] == pytest.approx(0.0, abs=1e-6)
+    assert not r["qualifies"]
+
+
+def test_recorded_verdicts_session10_and_session12():
+    # session 10's C10L failed against C25L (docs/TRAINING.md, session 11); session 12's C2g beat C96
+    r = compare_split.compare(split("session10/C25L"), split("session10/C10L"))
+    assert not r["qualifies"] and r["bd_psnr"] > 0.05 and r["bd_stlpips"] > 0.008
+    r = compare_split.compare(split("session11/C96"), split("session12/C2g"))
+    assert r["qualifies"] and r["bd_psnr"] > 0.2 and r["bd_stlpips"] < -0.008
+
+
+def test_pick_by_stlpips_or_by_psnr_with_a_tie_band():
+    results = {
+        "a": {"bd_psnr": 0.30, "bd_stlpips": -0.010},
+        "b": {"bd_psnr": 0.27, "bd_stlpips": -0.012},  # within 0.05 dB of a: a tie, b's ST-LPIPS wins
+        "c": {"bd_psnr": 0.10, "bd_stlpips": -0.040},  # best ST-LPIPS, far behind in PSNR
+    }
+    assert compare_split.pick(results, "stlpips") == "c"
+    assert compare_split.pick(results, "psnr") == "b"
+    assert compare_split.pick({k: results[k] for k in "ac"}, "psnr") == "a"
+    assert compare_split.pick({}, "psnr") is None
