@@ -266,8 +266,13 @@ def _small() -> CodecConfig:
             cross_attention_head_dim=48,
             caption_channels=256,
         ),
+        # the shipped model's latent codec since session 11 (docs/TRAINING.md): y twice the width of
+        # sessions 1-10's M = 48, a context model narrowed to 64 to keep the weights within 24 MiB, and
+        # the PCA-initialised linear path (session 7). `ditic train --config ditic-small` trains this.
         latent=LatentConfig(
-            M=48,
+            M=96,
+            context_width=64,
+            linear_path=True,
             fuse_latent=32,
             fuse_aux=16,
             head_width=48,

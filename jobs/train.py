@@ -75,7 +75,8 @@ class TrainOptions:
     gan_weight: float = 0.5
     distill: bool = True
     variance_guidance: bool = True
-    linear_path: bool = False  # the latent codec's PCA-initialised linear path (a config change)
+    linear_path: bool | None = None  # the latent codec's PCA-initialised linear path, forced on or off
+    # (a config change); None: the config's (ditic-small: on), or with --init the init model's
     decoder_widths: tuple[int, ...] | None = None  # the DC-AE decoder's stage widths (a config change)
     latent_m: int | None = None  # y's width, latent.M (a config change; default the config's)
     context_width: int | None = None  # the context model's width, latent.context_width (a config change)
@@ -105,11 +106,13 @@ class TrainOptions:
             changes["flow.variance_guidance"] = False
         if not self.prompter:
             changes["prompter.mode"] = "learned"  # learned tokens only: no latent condition
-        if self.linear_path:
-            changes["latent.linear_path"] = True
+        inherited = self.init_widths() if self.init else {}
+        if self.linear_path is not None:
+            changes["latent.linear_path"] = self.linear_path
+        elif "latent.linear_path" in inherited:
+            changes["latent.linear_path"] = inherited["latent.linear_path"]
         widths = {"vae.decoder_block_out_channels": self.decoder_widths, "latent.M": self.latent_m,
                   "latent.context_width": self.context_width}
-        inherited = self.init_widths() if self.init else {}
         for key, value in widths.items():
             if value is not None:
                 changes[key] = tuple(value) if isinstance(value, (list, tuple)) else value
@@ -118,16 +121,18 @@ class TrainOptions:
         return cfg.replace(**changes) if changes else cfg
 
     def init_widths(self) -> dict[str, Any]:
-        """The widths (the decoder's stages, y's M, the context model's) of the ``--init`` model, for the
-        options left unset: fine-tuning keeps the architecture it starts from (session 11 lost two
-        device calls to an --init without --latent-m). An option given explicitly still wins, and
-        :meth:`Trainer._load_init` refuses a mismatch."""
+        """The widths (the decoder's stages, y's M, the context model's) and the linear path of the
+        ``--init`` model, for the options left unset: fine-tuning keeps the architecture it starts from
+        (session 11 lost two device calls to an --init without --latent-m), also where it differs from
+        today's named config (a None width is the config default of that model). An option given
+        explicitly still wins, and :meth:`Trainer._load_init` refuses a mismatch."""
         from codec.weights import read_checkpoint_info
 
         cfg = read_checkpoint_info(self.init).config
         widths = {"vae.decoder_block_out_channels": cfg.vae.decoder_block_out_channels,
-                  "latent.M": cfg.latent.M, "latent.context_width": cfg.latent.context_width}
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in widths.items() if v is not None}
+                  "latent.M": cfg.latent.M, "latent.context_width": cfg.latent.context_width,
+                  "latent.linear_path": cfg.latent.linear_path}
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in widths.items()}
 
     def effective_ema_decay(self) -> float:
         """``ema_decay``, capped so that the average spans at most a tenth of a step-scheduled run:
@@ -158,8 +163,9 @@ class TrainOptions:
             if len(ladder) != qualities or any(g <= 0 for g in ladder) or ladder != sorted(ladder):
                 raise ValueError(f"--gain-ladder needs {qualities} positive gains in rising order (one per "
                                  f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
-        if self.reset_linear_path and not (self.init and self.linear_path):
-            raise ValueError("--reset-linear-path needs --init and --linear-path")
+        if self.reset_linear_path and not (self.init and self.codec_config().latent.linear_path):
+            raise ValueError("--reset-linear-path needs --init and a linear path (--linear-path, or the "
+                             "init model's)")  # fmt: skip
         if self.decoder_widths is not None and any(w < 1 for w in self.decoder_widths):
             raise ValueError(f"--decoder-widths must be positive, got {self.decoder_widths}")
         if (self.decoder_widths, self.latent_m, self.context_width) != (None, None, None):
@@ -444,21 +450,23 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     a("--train-encoder", dest="freeze_encoder", action="store_false",
       help="stages B/C also train the DC-AE encoder, so its latent adapts to what the latent codec can "
            "code (default: frozen, as the release, which starts from a pretrained DC-AE)")  # fmt: skip
-    a("--linear-path", action="store_true",
+    a("--linear-path", action=argparse.BooleanOptionalAction,
       help="give the latent codec a linear path beside g_a and the mean head, set to the PCA code of the "
-           "encoder's latents as stage B begins (not the release's; docs/TRAINING.md)")  # fmt: skip
+           "encoder's latents as stage B begins (not the release's; docs/TRAINING.md). Default: the "
+           "config's (ditic-small: on; ditic-test, ditic-official: off), with --init the init "
+           "model's")  # fmt: skip
     a("--decoder-widths", type=_ints,
       help="the DC-AE decoder's stage widths, full resolution first, comma-separated (default: the "
            "encoder's, e.g. 16,32,64,128,128,128 for ditic-small); a config change that travels in the "
            "weights (docs/TRAINING.md, session 10)")  # fmt: skip
     a("--latent-m", type=int,
-      help="y's width (latent.M; ditic-small: 48), a multiple of 8; a config change that travels in "
-           "the weights (docs/TRAINING.md, session 10: M = 48 discards much of a longer-trained "
-           "autoencoder)")  # fmt: skip
+      help="y's width (latent.M; ditic-small: 96 since session 11, 48 before), a multiple of 8; a config "
+           "change that travels in the weights (docs/TRAINING.md, session 10: M = 48 discards much of a "
+           "longer-trained autoencoder)")  # fmt: skip
     a("--context-width", type=int,
-      help="the four-step context model's width (latent.context_width; default 2M with the release's "
-           "adapters): a wider y fits the 24 MiB budget only with a narrower context model. With --init, "
-           "this, --latent-m and --decoder-widths default to the init model's own")  # fmt: skip
+      help="the four-step context model's width (latent.context_width; ditic-small: 64; else 2M with the "
+           "release's adapters): a wider y fits the 24 MiB budget only with a narrower context model. "
+           "With --init, this, --latent-m and --decoder-widths default to the init model's own")  # fmt: skip
     a("--freeze-decoder", action="store_true",
       help="stages B/C keep the DC-AE decoder as stage A left it, so the latent codec and DiT must "
            "reach the latent it decodes, not the decoder adapt to theirs (not the release's)")  # fmt: skip

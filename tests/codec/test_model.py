@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +143,14 @@ def test_context_width_narrows_the_context_model_and_codes_exactly():
     assert torch.equal(decoded.cpu().to(y_hat.dtype), y_hat)
     with pytest.raises(ValueError, match="context_width"):
         get_config("ditic-test").replace(**{"latent.context_width": 4})
+
+
+def test_the_named_small_config_is_the_shipped_models():
+    """`ditic train --config ditic-small` trains the architecture that ships (session 11's M = 96, context
+    width 64, linear path), not an older one: the named config equals the embedded weights' own."""
+    from codec.weights import read_checkpoint_info
+
+    shipped = Path(__file__).resolve().parents[2] / "codec" / "weights" / "ditic-small.safetensors"
+    if not shipped.is_file():
+        pytest.skip("no embedded weights in this checkout")
+    assert read_checkpoint_info(shipped).config == get_config("ditic-small")

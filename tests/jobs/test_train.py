@@ -250,7 +250,7 @@ def test_linear_path_is_set_to_an_orthonormal_pca_basis_as_stage_b_begins(photos
     assert not torch.allclose(weight, before[:, :, 0, 0])
     gram = weight.T @ weight  # one step of lr 3e-4 after an orthonormal start
     assert torch.allclose(gram, torch.eye(codec.M), atol=0.02)
-    assert trainer.cfg.latent.linear_path and not TrainOptions().linear_path
+    assert trainer.cfg.latent.linear_path and TrainOptions().linear_path is None
 
 
 def test_gain_ladder_sets_the_initial_gains_and_the_multiplier_lets_them_move(photos: Path, tmp_path: Path):
@@ -343,7 +343,9 @@ def test_init_starts_a_fine_tuning_run_from_an_export(photos: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="reset-linear-path"):
         _opts(photos, tmp_path, reset_linear_path=True, linear_path=True).check()  # without --init
     with pytest.raises(ValueError, match="latent.linear_path"):
-        Trainer(_opts(photos, tmp_path / "other", init=str(path)))  # without --linear-path
+        Trainer(_opts(photos, tmp_path / "other", init=str(path), linear_path=False))  # --no-linear-path
+    inherits = Trainer(_opts(photos, tmp_path / "inherits", init=str(path), stage="C", steps=1))
+    assert inherits.cfg.latent.linear_path  # left unset: the init model's linear path
     with pytest.raises(Exception, match="not found"):
         Trainer(_opts(photos, tmp_path / "none", init=str(tmp_path / "missing.safetensors")))
 
@@ -412,7 +414,7 @@ def test_init_keeps_the_widths_it_starts_from(photos: Path, tmp_path: Path):
     path = tmp_path / "wide.safetensors"
     export_trainer(wide, path)
     opts = _opts(photos, tmp_path / "tuned", init=str(path), stage="B", steps=1)
-    assert opts.init_widths() == {"latent.M": 24, "latent.context_width": 8,
+    assert opts.init_widths() == {"latent.M": 24, "latent.context_width": 8, "latent.linear_path": False,
                                   "vae.decoder_block_out_channels": (16, 16, 16, 16, 16, 32)}  # fmt: skip
     tuned = Trainer(opts)
     assert (tuned.cfg.latent.M, tuned.cfg.latent.context_width) == (24, 8)
