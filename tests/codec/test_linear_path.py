@@ -24,9 +24,10 @@ def _model() -> DiTIC:
     return DiTIC(get_config("ditic-test").replace(**{"latent.linear_path": True})).eval()
 
 
-def test_off_in_the_shipped_configs():
-    for name in ("ditic-official", "ditic-small", "ditic-test"):
+def test_off_in_the_release_configs_on_in_the_shipped_small_one():
+    for name in ("ditic-official", "ditic-test"):
         assert get_config(name).latent.linear_path is False
+    assert get_config("ditic-small").latent.linear_path is True  # the shipped model's (session 7 on)
     assert not any("_linear." in key for key in DiTIC(get_config("ditic-test")).state_dict())
 
 
