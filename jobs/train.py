@@ -106,21 +106,17 @@ class TrainOptions:
             changes["flow.variance_guidance"] = False
         if not self.prompter:
             changes["prompter.mode"] = "learned"  # learned tokens only: no latent condition
-        inherited = self.init_widths() if self.init else {}
-        if self.linear_path is not None:
-            changes["latent.linear_path"] = self.linear_path
-        elif "latent.linear_path" in inherited:
-            changes["latent.linear_path"] = inherited["latent.linear_path"]
-        widths = {"vae.decoder_block_out_channels": self.decoder_widths, "latent.M": self.latent_m,
-                  "latent.context_width": self.context_width}
-        for key, value in widths.items():
+        inherited = self.init_architecture() if self.init else {}
+        chosen = {"vae.decoder_block_out_channels": self.decoder_widths, "latent.M": self.latent_m,
+                  "latent.context_width": self.context_width, "latent.linear_path": self.linear_path}
+        for key, value in chosen.items():
             if value is not None:
                 changes[key] = tuple(value) if isinstance(value, (list, tuple)) else value
             elif key in inherited:
                 changes[key] = inherited[key]
         return cfg.replace(**changes) if changes else cfg
 
-    def init_widths(self) -> dict[str, Any]:
+    def init_architecture(self) -> dict[str, Any]:
         """The widths (the decoder's stages, y's M, the context model's) and the linear path of the
         ``--init`` model, for the options left unset: fine-tuning keeps the architecture it starts from
         (session 11 lost two device calls to an --init without --latent-m), also where it differs from
@@ -129,10 +125,10 @@ class TrainOptions:
         from codec.weights import read_checkpoint_info
 
         cfg = read_checkpoint_info(self.init).config
-        widths = {"vae.decoder_block_out_channels": cfg.vae.decoder_block_out_channels,
-                  "latent.M": cfg.latent.M, "latent.context_width": cfg.latent.context_width,
-                  "latent.linear_path": cfg.latent.linear_path}
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in widths.items()}
+        arch = {"vae.decoder_block_out_channels": cfg.vae.decoder_block_out_channels,
+                "latent.M": cfg.latent.M, "latent.context_width": cfg.latent.context_width,
+                "latent.linear_path": cfg.latent.linear_path}
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
 
     def effective_ema_decay(self) -> float:
         """``ema_decay``, capped so that the average spans at most a tenth of a step-scheduled run:

@@ -414,8 +414,9 @@ def test_init_keeps_the_widths_it_starts_from(photos: Path, tmp_path: Path):
     path = tmp_path / "wide.safetensors"
     export_trainer(wide, path)
     opts = _opts(photos, tmp_path / "tuned", init=str(path), stage="B", steps=1)
-    assert opts.init_widths() == {"latent.M": 24, "latent.context_width": 8, "latent.linear_path": False,
-                                  "vae.decoder_block_out_channels": (16, 16, 16, 16, 16, 32)}  # fmt: skip
+    expected = {"latent.M": 24, "latent.context_width": 8, "latent.linear_path": False,
+                "vae.decoder_block_out_channels": (16, 16, 16, 16, 16, 32)}  # fmt: skip
+    assert opts.init_architecture() == expected
     tuned = Trainer(opts)
     assert (tuned.cfg.latent.M, tuned.cfg.latent.context_width) == (24, 8)
     assert tuned.cfg.vae.decoder_block_out_channels == (16, 16, 16, 16, 16, 32)
