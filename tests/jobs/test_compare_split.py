@@ -25,12 +25,15 @@ def test_a_model_against_itself_is_a_zero_and_does_not_qualify():
     assert not r["qualifies"]
 
 
-def test_recorded_verdicts_session10_and_session12():
+def test_recorded_verdicts_session10_to_session13():
     # session 10's C10L failed against C25L (docs/TRAINING.md, session 11); session 12's C2g beat C96
     r = compare_split.compare(split("session10/C25L"), split("session10/C10L"))
     assert not r["qualifies"] and r["bd_psnr"] > 0.05 and r["bd_stlpips"] > 0.008
     r = compare_split.compare(split("session11/C96"), split("session12/C2g"))
     assert r["qualifies"] and r["bd_psnr"] > 0.2 and r["bd_stlpips"] < -0.008
+    # session 13's C3 beat C2g on PSNR alone, its ST-LPIPS inside the guard (the second branch)
+    r = compare_split.compare(split("session12/C2g"), split("session13/C3"))
+    assert r["qualifies"] and r["bd_psnr"] > 0.25 and -0.008 < r["bd_stlpips"] < 0.008
 
 
 def test_pick_by_stlpips_or_by_psnr_with_a_tie_band():
