@@ -58,6 +58,7 @@ class TrainOptions:
     warmup: int = 100
     stage: str = "auto"  # auto | A | B | C
     init: str | None = None  # start from these exported weights (fine-tuning), not a random init
+    init_autoencoder: str | None = None  # only the DC-AE of this export; the rest starts fresh
     reset_linear_path: bool = False  # with init: set the linear path's PCA basis anyway as B begins
     stage_a: float = 0.25
     stage_c: float = 0.0
@@ -107,6 +108,9 @@ class TrainOptions:
         if not self.prompter:
             changes["prompter.mode"] = "learned"  # learned tokens only: no latent condition
         inherited = self.init_architecture() if self.init else {}
+        if self.init_autoencoder:  # the autoencoder's widths; the latent codec is the run's own
+            widths = self.init_architecture(self.init_autoencoder)["vae.decoder_block_out_channels"]
+            inherited = {"vae.decoder_block_out_channels": widths}
         chosen = {"vae.decoder_block_out_channels": self.decoder_widths, "latent.M": self.latent_m,
                   "latent.context_width": self.context_width, "latent.linear_path": self.linear_path}
         for key, value in chosen.items():
@@ -116,7 +120,7 @@ class TrainOptions:
                 changes[key] = inherited[key]
         return cfg.replace(**changes) if changes else cfg
 
-    def init_architecture(self) -> dict[str, Any]:
+    def init_architecture(self, path: str | None = None) -> dict[str, Any]:
         """The widths (the decoder's stages, y's M, the context model's) and the linear path of the
         ``--init`` model, for the options left unset: fine-tuning keeps the architecture it starts from
         (session 11 lost two device calls to an --init without --latent-m), also where it differs from
@@ -124,7 +128,7 @@ class TrainOptions:
         explicitly still wins, and :meth:`Trainer._load_init` refuses a mismatch."""
         from codec.weights import read_checkpoint_info
 
-        cfg = read_checkpoint_info(self.init).config
+        cfg = read_checkpoint_info(path or self.init).config
         arch = {"vae.decoder_block_out_channels": cfg.vae.decoder_block_out_channels,
                 "latent.M": cfg.latent.M, "latent.context_width": cfg.latent.context_width,
                 "latent.linear_path": cfg.latent.linear_path}
@@ -159,6 +163,9 @@ class TrainOptions:
             if len(ladder) != qualities or any(g <= 0 for g in ladder) or ladder != sorted(ladder):
                 raise ValueError(f"--gain-ladder needs {qualities} positive gains in rising order (one per "
                                  f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
+        if self.init and self.init_autoencoder:
+            raise ValueError("--init and --init-autoencoder exclude each other (--init copies the whole "
+                             "model)")  # fmt: skip
         if self.reset_linear_path and not (self.init and self.codec_config().latent.linear_path):
             raise ValueError("--reset-linear-path needs --init and a linear path (--linear-path, or the "
                              "init model's)")  # fmt: skip
@@ -416,6 +423,10 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
     )
     a("--init", help="start from these exported weights (a .safetensors of the same config, e.g. the shipped "
       "model) with fresh optimizers: fine-tuning, e.g. --stage C for the adversarial stage alone")
+    a("--init-autoencoder",
+      help="copy only the DC-AE (encoder and decoder) of these exported weights; the latent codec, the DiT "
+           "and the rest start fresh, so they may differ from the export's (e.g. another --latent-m). "
+           "For stage B on a stage-A export with a new latent codec; the linear path is set as B begins")
     a("--reset-linear-path", action="store_true",
       help="with --init: set the linear path to the PCA code of the encoder's latents as stage B "
            "begins, as a fresh run does (for an --init from a stage-A-only export, whose basis was "

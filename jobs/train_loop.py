@@ -72,6 +72,8 @@ class Trainer:
         self.cfg = opts.codec_config()
         self.model = DiTIC(self.cfg).to(self.device)
         self.init_model_id = self._load_init(opts.init) if opts.init else None
+        if opts.init_autoencoder:
+            self.init_model_id = self._load_init(opts.init_autoencoder, prefix="vae.")
         if opts.gain_ladder is not None:  # before the EMA copies the weights; a resume overwrites them
             self._set_gain_ladder(opts.gain_ladder)
         if self.cuda:
@@ -104,9 +106,10 @@ class Trainer:
         return STLPIPS(self.opts.perceptual)
 
     @torch.no_grad()
-    def _load_init(self, path: str) -> str:
+    def _load_init(self, path: str, prefix: str = "") -> str:
         """Copy the weights of an exported model (same config) into the fresh model, in fp32; the EMA,
-        made after this, starts from them too. The coding tables are rebuilt at export. Returns its id."""
+        made after this, starts from them too. The coding tables are rebuilt at export. Returns its id.
+        With ``prefix`` (``"vae."``: --init-autoencoder) only that part's weights and config section."""
         from codec.weights import DERIVED_BUFFERS, canonical_names, load_checkpoint
 
         loaded, info = load_checkpoint(path, verify=True)  # a clear error for a missing or corrupt file
@@ -116,17 +119,19 @@ class Trainer:
             return {f"{s}.{k}": v for s, d in sections if isinstance(d, dict) for k, v in d.items()}
 
         ours, theirs = flat(self.cfg), flat(info.config)
-        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        keys = {k for k in ours.keys() | theirs.keys() if k.startswith(prefix)}
+        differ = sorted(k for k in keys if ours.get(k) != theirs.get(k))
         if differ:
-            raise ValueError(f"--init {path}: its config differs from the run's in {differ} "
+            option = "--init-autoencoder" if prefix else "--init"
+            raise ValueError(f"{option} {path}: its config differs from the run's in {differ} "
                              "(pass the switches it was trained with, e.g. --linear-path)")  # fmt: skip
         state = loaded.state_dict()
-        names = canonical_names(self.model) - set(DERIVED_BUFFERS)
+        names = {n for n in canonical_names(self.model) - set(DERIVED_BUFFERS) if n.startswith(prefix)}
         target = self.model.state_dict(keep_vars=True)
         for name in names:
             target[name].data.copy_(state[name].to(target[name].dtype))
         if self.rank == 0:
-            log.info("initialised from %s (model %s)", path, info.model_id)
+            log.info("initialised %sfrom %s (model %s)", f"{prefix}* " if prefix else "", path, info.model_id)
         return info.model_id
 
     def _set_gain_ladder(self, ladder: tuple[float, ...]) -> None:

@@ -423,3 +423,48 @@ def test_init_keeps_the_widths_it_starts_from(photos: Path, tmp_path: Path):
     assert tuned.init_model_id and tuned.fit()["stage"] == "B"
     with pytest.raises(ValueError, match="latent.M"):
         Trainer(_opts(photos, tmp_path / "narrow", init=str(path), latent_m=16, stage="B"))
+
+
+def test_init_autoencoder_copies_the_dcae_alone_into_another_latent_codec(photos: Path, tmp_path: Path):
+    """--init-autoencoder takes only the DC-AE of an export (and its decoder widths), so stage B can start
+    a latent codec of another width on a trained autoencoder; the rest is fresh, the linear path is set
+    as B begins, and a DC-AE of another shape, or --init beside it, is refused."""
+    base = Trainer(_opts(photos, tmp_path / "base", steps=1, latent_m=24, context_width=8, linear_path=True,
+                         decoder_widths=(16, 16, 16, 16, 16, 32)))  # fmt: skip
+    base.fit()
+    path = tmp_path / "a.safetensors"
+    model_id = export_trainer(base, path)
+    exported = {k: v.float() for k, v in canonical_state_dict(load_codec_model(path)).items()}
+
+    opts = _opts(photos, tmp_path / "wider", init_autoencoder=str(path), latent_m=32, context_width=8,
+                 linear_path=True, stage="B", steps=1)  # fmt: skip
+    wider = Trainer(opts)
+    assert wider.init_model_id == model_id and wider.cfg.latent.M == 32
+    assert wider.cfg.vae.decoder_block_out_channels == (16, 16, 16, 16, 16, 32)  # inherited
+    start = canonical_state_dict(wider.model)
+    copied = [n for n in exported if n.startswith("vae.") and n in start]
+    assert len(copied) > 20
+    for name in copied:
+        assert torch.equal(start[name], exported[name]), name
+        assert torch.equal(wider.ema.shadow[name].float(), exported[name]), name
+    fresh = Trainer(_opts(photos, tmp_path / "fresh", latent_m=32, context_width=8, linear_path=True,
+                          decoder_widths=(16, 16, 16, 16, 16, 32), steps=1))  # fmt: skip
+    fresh_state = canonical_state_dict(fresh.model)  # the same seed: the same initial weights
+    rest = [n for n in start if not n.startswith("vae.")]
+    assert any(n.startswith("DiT.") for n in rest) and start["codec.gain"].shape == (4, 32)
+    for name in rest:  # everything but the DC-AE is a fresh run's
+        assert torch.equal(start[name], fresh_state[name]), name
+    assert not torch.equal(start["vae.decoder.conv_out.weight"], fresh_state["vae.decoder.conv_out.weight"])
+    resets = []
+    wider._init_linear_path = lambda: resets.append(wider.step)
+    assert wider.fit()["stage"] == "B" and resets == [0]
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", str(photos), "--init-autoencoder", str(path), "--latent-m", "32"])
+    assert options_from_args(args).init_autoencoder == str(path) and TrainOptions().init_autoencoder is None
+    with pytest.raises(ValueError, match="exclude each other"):
+        _opts(photos, tmp_path, init=str(path), init_autoencoder=str(path)).check()
+    with pytest.raises(ValueError, match="--init-autoencoder .*vae.decoder_block_out_channels"):
+        Trainer(_opts(photos, tmp_path / "narrow", init_autoencoder=str(path), stage="B",
+                      decoder_widths=(8, 8, 16, 16, 16, 32)))  # fmt: skip
