@@ -13,7 +13,6 @@ if ``full`` stops following ``mean``, the one-step DiT does.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.split_quality import STAGES, _alex, held_out_crops, load_codec, split  # noqa: E402
+from tools.split_quality import STAGES, _alex, held_out_crops, held_out_parser, load_codec, split  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -44,12 +43,7 @@ def finer(latent_codec, quality: int, factor: float) -> Iterator[None]:  # noqa:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="config name (ditic-small: the embedded weights) or checkpoint")
-    p.add_argument("--data", required=True, help="the training folder the run used")
-    p.add_argument("--holdout", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--crop", type=int, default=512)
+    p = held_out_parser(__doc__)
     p.add_argument("--quality", type=int, default=4)
     p.add_argument("--factors", default="1,2,4,16", help="comma-separated gain factors (1: as trained)")
     p.add_argument("--out", help="write the results here as JSON too")

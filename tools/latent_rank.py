@@ -13,7 +13,6 @@ latent error).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codec.api import load_codec  # noqa: E402
 from pipeline.train_data import CropBank, load_images  # noqa: E402
+from tools.split_quality import held_out_parser  # noqa: E402
 
 
 @torch.no_grad()
@@ -52,12 +52,7 @@ def rank_errors(train: torch.Tensor, held: torch.Tensor, widths: list[int]) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="config name (ditic-small: the embedded weights) or checkpoint")
-    p.add_argument("--data", required=True, help="the training folder the run used")
-    p.add_argument("--holdout", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--crop", type=int, default=512)
+    p = held_out_parser(__doc__)
     p.add_argument("--widths", default="64,96,112,128", help="comma-separated widths M of y")
     args = p.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]

@@ -77,13 +77,20 @@ def split(codec, images: list[np.ndarray], quality: int, lpips) -> dict:  # noqa
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def held_out_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every held-out probe shares (this one, gain_probe, latent_rank): the model and the
+    training run's photos, split as the run split them."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("checkpoint", help="config name (ditic-small: the embedded weights) or checkpoint")
     p.add_argument("--data", required=True, help="the training folder the run used")
     p.add_argument("--holdout", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop", type=int, default=512)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = held_out_parser(__doc__)
     p.add_argument("--trained-on", action="store_true",
                    help="the first N photos the run TRAINED on instead (N = --holdout): how much of the "
                    "held-out gap is fitting the training photos")  # fmt: skip
