@@ -71,9 +71,8 @@ class Trainer:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         self.cfg = opts.codec_config()
         self.model = DiTIC(self.cfg).to(self.device)
-        self.init_model_id = self._load_init(opts.init) if opts.init else None
-        if opts.init_autoencoder:
-            self.init_model_id = self._load_init(opts.init_autoencoder, prefix="vae.")
+        init, part = (opts.init, "") if opts.init else (opts.init_autoencoder, "vae.")  # one or neither
+        self.init_model_id = self._load_init(init, prefix=part) if init else None
         if opts.gain_ladder is not None:  # before the EMA copies the weights; a resume overwrites them
             self._set_gain_ladder(opts.gain_ladder)
         if self.cuda:
