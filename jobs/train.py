@@ -122,7 +122,8 @@ class TrainOptions:
 
     def init_architecture(self, path: str | None = None) -> dict[str, Any]:
         """The widths (the decoder's stages, y's M, the context model's) and the linear path of the
-        ``--init`` model, for the options left unset: fine-tuning keeps the architecture it starts from
+        ``--init`` model (or of ``path``: --init-autoencoder takes its decoder widths), for the options
+        left unset: fine-tuning keeps the architecture it starts from
         (session 11 lost two device calls to an --init without --latent-m), also where it differs from
         today's named config (a None width is the config default of that model). An option given
         explicitly still wins, and :meth:`Trainer._load_init` refuses a mismatch."""

@@ -30,16 +30,15 @@ from tools.split_quality import STAGES, _alex, held_out_crops, held_out_parser, 
 def finer(latent_codec, quality: int, factor: float) -> Iterator[None]:  # noqa: ANN001
     """The latent codec's (``DiTIC.codec``) gain of quality ``quality`` times ``factor``, its inverse gain
     divided by it, both restored afterwards."""
-    model = latent_codec
-    if model.num_qualities == 1:
+    if latent_codec.num_qualities == 1:
         raise ValueError("a single-rate model has no per-quality gain to scale")
-    gain, inverse = model.gain.data[quality - 1].clone(), model.inverse_gain.data[quality - 1].clone()
+    gains, inverses = latent_codec.gain.data, latent_codec.inverse_gain.data  # (Q, M), written in place
+    gain, inverse = gains[quality - 1].clone(), inverses[quality - 1].clone()
     try:
-        model.gain.data[quality - 1] = gain * factor
-        model.inverse_gain.data[quality - 1] = inverse / factor
+        gains[quality - 1], inverses[quality - 1] = gain * factor, inverse / factor
         yield
     finally:
-        model.gain.data[quality - 1], model.inverse_gain.data[quality - 1] = gain, inverse
+        gains[quality - 1], inverses[quality - 1] = gain, inverse
 
 
 def main(argv: list[str] | None = None) -> int:
