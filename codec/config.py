@@ -1,7 +1,7 @@
 """Named DiT-IC configurations: frozen nested dataclasses and one registry.
 
 ``ditic-official`` is the released model exactly (its checkpoint keys and shapes equal the release's);
-``ditic-small`` is the embedded default (same architecture, <= 11 M parameters); ``ditic-test`` is tiny,
+``ditic-small`` is the embedded default (same architecture, <= 12 M parameters); ``ditic-test`` is tiny,
 for CPU tests. A checkpoint stores its config as JSON (``to_dict`` / ``from_dict``).
 """
 
@@ -266,11 +266,12 @@ def _small() -> CodecConfig:
             cross_attention_head_dim=48,
             caption_channels=256,
         ),
-        # the shipped model's latent codec since session 11 (docs/TRAINING.md): y twice the width of
-        # sessions 1-10's M = 48, a context model narrowed to 64 to keep the weights within 24 MiB, and
-        # the PCA-initialised linear path (session 7). `ditic train --config ditic-small` trains this.
+        # the shipped model's latent codec since session 14 (docs/TRAINING.md): y as wide as the 2x2
+        # latent block it codes (M = 128; sessions 11-13 shipped 96, 1-10 48), a context model narrowed to
+        # 64 to keep the weights within 24 MiB (22.2 MiB), and the PCA-initialised linear path (session 7).
+        # `ditic train --config ditic-small` trains this.
         latent=LatentConfig(
-            M=96,
+            M=128,
             context_width=64,
             linear_path=True,
             fuse_latent=32,

@@ -25,7 +25,7 @@ def test_a_model_against_itself_is_a_zero_and_does_not_qualify():
     assert not r["qualifies"]
 
 
-def test_recorded_verdicts_session10_to_session13():
+def test_recorded_verdicts_session10_to_session14():
     # session 10's C10L failed against C25L (docs/TRAINING.md, session 11); session 12's C2g beat C96
     r = compare_split.compare(split("session10/C25L"), split("session10/C10L"))
     assert not r["qualifies"] and r["bd_psnr"] > 0.05 and r["bd_stlpips"] > 0.008
@@ -34,6 +34,10 @@ def test_recorded_verdicts_session10_to_session13():
     # session 13's C3 beat C2g on PSNR alone, its ST-LPIPS inside the guard (the second branch)
     r = compare_split.compare(split("session12/C2g"), split("session13/C3"))
     assert r["qualifies"] and r["bd_psnr"] > 0.25 and -0.008 < r["bd_stlpips"] < 0.008
+    # session 14's C128 (y as wide as its latent block) beat C3 on both, over C3's whole range
+    r = compare_split.compare(split("session13/C3"), split("session14/C128"))
+    assert r["qualifies"] and r["bd_psnr"] > 0.3 and r["bd_stlpips"] < -0.008
+    assert r["shared_bpp"][1] == pytest.approx(max(compare_split.curve(split("session13/C3"))[0]))
 
 
 def test_pick_by_stlpips_or_by_psnr_with_a_tie_band():
