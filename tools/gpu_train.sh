@@ -9,6 +9,8 @@
 # Device call: carry [".bundle/install.sh", ".bundle/wheels", ".carry/train", ".carry/stlpips",
 #                     ".carry/stlpips-alex"]  (~61 MiB with the ~28 MB tree: the int8 VGG is what
 #                     fits; the fp16 one does not), command: bash tools/gpu_train.sh 8.5
+#                     Since session 14 the tree holds a 22.2 MiB model: leave .carry/stlpips-alex out
+#                     (the 64 MiB cap; run refuses the call at once otherwise).
 # A second call continues the run: SCHEDULE_MIN=15 RESUME=1 bash tools/gpu_train.sh 8.5
 #   (on the still-warm machine runs/gpu/state is there at full precision; on a fresh one, carry the
 #   first call's state slimmed to 20 MiB as .carry/state instead of stlpips-alex: docs/TRAINING.md).
