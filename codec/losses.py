@@ -241,7 +241,8 @@ def hinge_g_loss(logits_fake: Tensor) -> Tensor:
 
 def adaptive_gan_weight(rd_loss: Tensor, g_loss: Tensor, last_layer: Tensor, scale: float = 0.5) -> Tensor:
     """scale·‖∇L_RD‖ / ‖∇L_G‖ at the decoder's last layer (Esser et al. 2021, as the release does),
-    so the adversarial gradient stays a fixed fraction of the reconstruction gradient."""
+    so the adversarial gradient stays a fixed fraction of the reconstruction gradient. ``last_layer``
+    may be any tensor both losses depend on through the graph (a frozen decoder's input latent)."""
     g_rd = torch.autograd.grad(rd_loss, last_layer, retain_graph=True)[0]
     g_adv = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
     weight = g_rd.norm() / (g_adv.norm() + 1e-4)

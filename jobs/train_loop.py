@@ -293,8 +293,12 @@ class Trainer:
             loss = terms.loss
             if self.stage == "C":
                 g = hinge_g_loss(self.disc(out["x_hat"]))
+                # the release balances the two gradients at the decoder's last layer; a frozen decoder
+                # (--freeze-decoder) has none, so they are balanced where they leave the trainable part:
+                # at the latent the DiT hands the decoder
                 last = self.model.vae.decoder.conv_out.weight
-                loss = loss + adaptive_gan_weight(terms.loss, g, last, self.opts.gan_weight) * g
+                ref = last if last.requires_grad else out["latent_hat"]
+                loss = loss + adaptive_gan_weight(terms.loss, g, ref, self.opts.gan_weight) * g
                 terms.parts["gan_g"] = g.detach()
         stats = self._opt_step("main", loss, self.trainable, self.opts.grad_clip)
         parts = dict(terms.parts, loss=loss.detach(), grad_norm=stats[0], skipped=stats[1])

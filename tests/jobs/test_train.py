@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,21 @@ def test_cli_trains_and_exports(photos: Path, tmp_path: Path):
     cfg = read_checkpoint_info(out / "w.safetensors").config
     assert cfg.prompter.mode == "learned" and cfg.flow.variance_guidance is False
     assert main(["train", "--data", str(tmp_path / "nothing"), "--config", "ditic-test"]) == 1
+
+
+def test_adversarial_stage_with_a_frozen_decoder(photos: Path, tmp_path: Path):
+    """--freeze-decoder in stage C: the adaptive GAN weight cannot take its gradient at the frozen
+    decoder's last layer (session 14 found that crash on the CPU), so it balances at the decoder's input;
+    the decoder stays as it was and the DiT still trains."""
+    trainer = Trainer(_opts(photos, tmp_path, stage="C", steps=1, perceptual="vgg", freeze_decoder=True))
+    decoder = [p.detach().clone() for p in trainer.model.vae.decoder.parameters()]
+    dit = [p.detach().clone() for p in trainer.model.DiT.parameters()]
+    trainer.fit()
+    row = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    assert row["skipped"] == 0 and math.isfinite(row["gan_g"])
+    frozen = trainer.model.vae.decoder.parameters()
+    assert all(torch.equal(a, b) for a, b in zip(decoder, frozen, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(dit, trainer.model.DiT.parameters(), strict=True))
 
 
 def test_adversarial_stage_updates_generator_and_discriminator(photos: Path, tmp_path: Path):
