@@ -1,0 +1,58 @@
+"""Give a model another model's DC-AE decoder, or a weighted mix of the two: no training, on the CPU.
+
+    python tools/mix_decoder.py BASE.safetensors DONOR.safetensors --alpha 0.5 --out MIX.safetensors
+
+The DC-AE encoder is frozen in stages B and C (``ditic train`` without ``--train-encoder``), so every
+model trained from one stage-A autoencoder codes the same latent space, and its latent codec and DiT
+deliver a latent close to the clean one (docs/TRAINING.md, session 14: q4's relative error 0.003).
+Which decoder turns that latent into pixels is then a free choice: stage C's decoder (GAN-trained,
+perceptual) or stage A's (MSE-trained, higher PSNR). ``--alpha`` puts the two on one line, weight by
+weight: ``(1 - alpha) * base + alpha * donor``; a mix is meaningful because stage C's decoder is a
+fine-tune of stage A's (one basin), and alpha 1 is the donor's decoder outright. Everything else,
+and the config, is the base's; the export is a normal checkpoint with a new model id, its metadata
+recording what was mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from codec.weights import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def mix_decoder(base: torch.nn.Module, donor: torch.nn.Module, alpha: float) -> None:
+    """Set ``base``'s DC-AE decoder to ``(1 - alpha) * base + alpha * donor``, in place (fp32 arithmetic,
+    stored in the base's dtypes). Raises CheckpointError when the two decoders differ in shape."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    ours, theirs = base.vae.decoder.state_dict(), donor.vae.decoder.state_dict()
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        raise CheckpointError("the two models' DC-AE decoders differ in shape (another --decoder-widths?)")
+    mixed = {k: ((1 - alpha) * v.float() + alpha * theirs[k].float()).to(v.dtype) for k, v in ours.items()}
+    base.vae.decoder.load_state_dict(mixed, strict=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("base", help="checkpoint whose everything-but-the-decoder is kept")
+    p.add_argument("donor", help="checkpoint whose DC-AE decoder is mixed in (same decoder shapes)")
+    p.add_argument("--alpha", type=float, default=1.0, help="the donor's weight (default 1: its decoder)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    base, info = load_checkpoint(args.base)
+    donor, donor_info = load_checkpoint(args.donor)
+    mix_decoder(base, donor, args.alpha)
+    extra = {**info.metadata, "decoder_mix": f"{1 - args.alpha:g} x {info.model_id} + "
+             f"{args.alpha:g} x {donor_info.model_id}"}
+    print(save_checkpoint(base, args.out, trained=info.trained, extra=extra))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
