@@ -34,7 +34,10 @@ def mix_decoder(base: torch.nn.Module, donor: torch.nn.Module, alpha: float) -> 
     ours, theirs = base.vae.decoder.state_dict(), donor.vae.decoder.state_dict()
     if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
         raise CheckpointError("the two models' DC-AE decoders differ in shape (another --decoder-widths?)")
-    mixed = {k: ((1 - alpha) * v.float() + alpha * theirs[k].float()).to(v.dtype) for k, v in ours.items()}
+    if alpha == 1.0:  # the donor's tensors outright, bit for bit (0 · v would flip the sign of some zeros)
+        mixed = {k: theirs[k].to(v.dtype) for k, v in ours.items()}
+    else:
+        mixed = {k: ((1 - alpha) * v.float() + alpha * theirs[k].float()).to(v.dtype) for k, v in ours.items()}
     base.vae.decoder.load_state_dict(mixed, strict=True)
 
 
