@@ -40,6 +40,21 @@ def test_recorded_verdicts_session10_to_session14():
     assert r["shared_bpp"][1] == pytest.approx(max(compare_split.curve(split("session13/C3"))[0]))
 
 
+def test_recorded_verdict_session15_decoder_mixes():
+    # session 15: Cx (C128 + more stage C) with 3/8 of A3's decoder ties the best PSNR (C128 at 1/2) and
+    # keeps C128's ST-LPIPS, so it ships; at 1/2, Cx's mix crosses the ST-LPIPS guard
+    base = split("session14/C128")
+    mixes = {n: json.loads((ROOT / "docs/training/session15/mixes" / f"{n}.split.json").read_text())
+             for n in ("C128_m500", "Cx_m375", "Cx_m500", "C128_m1000")}
+    results = {n: compare_split.compare(base, m) for n, m in mixes.items()}
+    assert results["C128_m1000"]["bd_psnr"] > 0.5 and not results["C128_m1000"]["qualifies"]
+    assert not results["Cx_m500"]["qualifies"] and results["Cx_m500"]["bd_stlpips"] > 0.008
+    assert abs(results["Cx_m375"]["bd_stlpips"]) < 0.001 and results["Cx_m375"]["bd_psnr"] > 0.2
+    qualified = {n: r for n, r in results.items() if r["qualifies"]}
+    assert sorted(qualified) == ["C128_m500", "Cx_m375"]
+    assert compare_split.pick(qualified, "psnr") == "Cx_m375"
+
+
 def test_pick_by_stlpips_or_by_psnr_with_a_tie_band():
     results = {
         "a": {"bd_psnr": 0.30, "bd_stlpips": -0.010},
