@@ -52,6 +52,9 @@ for name in "${names[@]}"; do  # on the CPU, as here (tools/split_quality.py), a
 done
 wait
 for name in "${names[@]}"; do echo "== $name split"; grep -v Warn "runs/arms/$name/split.txt" | tail -4; done
+# PACK=1 tars runs/arms/*.safetensors: drop a previous call's copies on a warm machine (their arms keep their
+# own runs/arms/NAME/ export), so only this call's come back (session 15: a stale 44 MiB went over 64 MiB)
+rm -f runs/arms/*.safetensors
 # 8 files come back: the exports (2 pieces each) of the KEEP (3) arms best by held-out PSNR of what
 # the codec decodes (the mean over qualities of split_quality's "full" column)
 python3 - "${KEEP:-3}" "${names[@]}" <<'PY' | while read -r name; do
