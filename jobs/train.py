@@ -59,6 +59,7 @@ class TrainOptions:
     stage: str = "auto"  # auto | A | B | C
     init: str | None = None  # start from these exported weights (fine-tuning), not a random init
     init_autoencoder: str | None = None  # only the DC-AE of this export; the rest starts fresh
+    init_encoder: str | None = None  # only the DC-AE encoder (the latent space); decoder and the rest fresh
     reset_linear_path: bool = False  # with init: set the linear path's PCA basis anyway as B begins
     stage_a: float = 0.25
     stage_c: float = 0.0
@@ -84,6 +85,7 @@ class TrainOptions:
     prompter: bool = True
     freeze_encoder: bool = True
     freeze_decoder: bool = False  # B/C keep stage A's DC-AE decoder: the codec must reach its latent
+    decoder_only: bool = False  # stage A trains the DC-AE decoder alone: the (initialised) latent space stays
     ema_decay: float = 0.999
     grad_clip: float = 4.0
     seed: int = 0
@@ -164,9 +166,13 @@ class TrainOptions:
             if len(ladder) != qualities or any(g <= 0 for g in ladder) or ladder != sorted(ladder):
                 raise ValueError(f"--gain-ladder needs {qualities} positive gains in rising order (one per "
                                  f"quality of {self.config}), got {self.gain_ladder}")  # fmt: skip
-        if self.init and self.init_autoencoder:
-            raise ValueError("--init and --init-autoencoder exclude each other (--init copies the whole "
-                             "model)")  # fmt: skip
+        if sum(bool(p) for p in (self.init, self.init_autoencoder, self.init_encoder)) > 1:
+            raise ValueError("--init, --init-autoencoder and --init-encoder exclude each other (--init "
+                             "copies the whole model, --init-autoencoder the DC-AE, --init-encoder its "
+                             "encoder)")  # fmt: skip
+        if self.decoder_only and not (self.init or self.init_autoencoder or self.init_encoder):
+            raise ValueError("--decoder-only keeps the encoder as initialised: give --init-encoder (or "
+                             "--init-autoencoder, --init) a trained one")  # fmt: skip
         if self.reset_linear_path and not (self.init and self.codec_config().latent.linear_path):
             raise ValueError("--reset-linear-path needs --init and a linear path (--linear-path, or the "
                              "init model's)")  # fmt: skip
@@ -428,6 +434,14 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str = "train") 
       help="copy only the DC-AE (encoder and decoder) of these exported weights; the latent codec, the DiT "
            "and the rest start fresh, so they may differ from the export's (e.g. another --latent-m). "
            "For stage B on a stage-A export with a new latent codec; the linear path is set as B begins")
+    a("--init-encoder",
+      help="copy only the DC-AE encoder of these exported weights: the latent space they code. The decoder "
+           "(its widths: --decoder-widths or the config's), the latent codec and the DiT start fresh. With "
+           "--decoder-only, stage A then trains a new decoder for that latent space, which "
+           "tools/mix_decoder.py can give to any model trained on the same encoder")  # fmt: skip
+    a("--decoder-only", action="store_true",
+      help="stage A trains the DC-AE decoder alone; the encoder stays as initialised, so the latent space "
+           "the export's latent codec and DiT were trained on does not move")  # fmt: skip
     a("--reset-linear-path", action="store_true",
       help="with --init: set the linear path to the PCA code of the encoder's latents as stage B "
            "begins, as a fresh run does (for an --init from a stage-A-only export, whose basis was "

@@ -71,7 +71,8 @@ class Trainer:
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         self.cfg = opts.codec_config()
         self.model = DiTIC(self.cfg).to(self.device)
-        init, part = (opts.init, "") if opts.init else (opts.init_autoencoder, "vae.")  # one or neither
+        init, part = next(((p, k) for p, k in ((opts.init, ""), (opts.init_autoencoder, "vae."),
+                                                (opts.init_encoder, "vae.encoder.")) if p), (None, ""))
         self.init_model_id = self._load_init(init, prefix=part) if init else None
         if opts.gain_ladder is not None:  # before the EMA copies the weights; a resume overwrites them
             self._set_gain_ladder(opts.gain_ladder)
@@ -108,7 +109,8 @@ class Trainer:
     def _load_init(self, path: str, prefix: str = "") -> str:
         """Copy the weights of an exported model (same config) into the fresh model, in fp32; the EMA,
         made after this, starts from them too. The coding tables are rebuilt at export. Returns its id.
-        With ``prefix`` (``"vae."``: --init-autoencoder) only that part's weights and config section."""
+        With ``prefix`` (``"vae."``: --init-autoencoder; ``"vae.encoder."``: --init-encoder) only that part's
+        weights and config section (for the encoder: the DC-AE's, but for the decoder's own settings)."""
         from codec.weights import DERIVED_BUFFERS, canonical_names, load_checkpoint
 
         loaded, info = load_checkpoint(path, verify=True)  # a clear error for a missing or corrupt file
@@ -118,10 +120,12 @@ class Trainer:
             return {f"{s}.{k}": v for s, d in sections if isinstance(d, dict) for k, v in d.items()}
 
         ours, theirs = flat(self.cfg), flat(info.config)
-        keys = {k for k in ours.keys() | theirs.keys() if k.startswith(prefix)}
+        section = "vae." if prefix == "vae.encoder." else prefix
+        keys = {k for k in ours.keys() | theirs.keys() if k.startswith(section)
+                and not (prefix == "vae.encoder." and k.startswith("vae.decoder_"))}
         differ = sorted(k for k in keys if ours.get(k) != theirs.get(k))
         if differ:
-            option = "--init-autoencoder" if prefix else "--init"
+            option = {"": "--init", "vae.": "--init-autoencoder"}.get(prefix, "--init-encoder")
             raise ValueError(f"{option} {path}: its config differs from the run's in {differ} "
                              "(pass the switches it was trained with, e.g. --linear-path)")  # fmt: skip
         state = loaded.state_dict()
@@ -200,6 +204,8 @@ class Trainer:
         self.model.aux_codec.requires_grad_(False)  # its features enter detached (codec/model.py)
         if stage == "A":
             self.model.vae.requires_grad_(True)
+            if self.opts.decoder_only:
+                self.model.vae.encoder.requires_grad_(False)
         else:
             if self.opts.freeze_encoder:
                 self.model.vae.encoder.requires_grad_(False)

@@ -18,18 +18,25 @@ spec = importlib.util.spec_from_file_location("mix_decoder", ROOT / "tools" / "m
 mix_decoder = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mix_decoder)
 
+WIDER = tuple(2 * w for w in get_config("ditic-test").vae.block_out_channels)
 
-def _model(seed: int, **changes) -> DiTIC:
+
+def _model(seed: int, encoder_of: DiTIC | None = None, **changes) -> DiTIC:
+    """A random ditic-test model; with ``encoder_of``, that model's encoder (the same latent space)."""
     torch.manual_seed(seed)
     cfg = get_config("ditic-test")
-    return DiTIC(cfg.replace(**changes) if changes else cfg).eval()
+    model = DiTIC(cfg.replace(**changes) if changes else cfg).eval()
+    if encoder_of is not None:
+        model.vae.encoder.load_state_dict(encoder_of.vae.encoder.state_dict())
+    return model
 
 
 def test_mix_sets_the_decoder_alone_and_records_it(tmp_path):
     base_path, donor_path = tmp_path / "base.safetensors", tmp_path / "donor.safetensors"
     out = tmp_path / "mix.safetensors"
-    base_id = save_checkpoint(_model(0), base_path)
-    donor_id = save_checkpoint(_model(1), donor_path)
+    base_model = _model(0)
+    base_id = save_checkpoint(base_model, base_path)
+    donor_id = save_checkpoint(_model(1, encoder_of=base_model), donor_path)
     assert mix_decoder.main([str(base_path), str(donor_path), "--alpha", "0.25", "--out", str(out)]) == 0
     base, donor = load_checkpoint(base_path)[0], load_checkpoint(donor_path)[0]
     mixed, info = load_checkpoint(out)  # a normal checkpoint: its hash verifies
@@ -45,14 +52,37 @@ def test_mix_sets_the_decoder_alone_and_records_it(tmp_path):
             assert torch.equal(m[k], b[k]), k
 
 
-def test_alpha_one_is_the_donors_decoder_and_bad_input_is_refused(tmp_path):
-    base, donor = _model(0), _model(1)
-    mix_decoder.mix_decoder(base, donor, 1.0)
+def test_alpha_one_is_the_donors_decoder_and_bad_input_is_refused():
+    base = _model(0)
+    donor = _model(1, encoder_of=base)
+    assert mix_decoder.mix_decoder(base, donor, 1.0) is base
     for k, v in donor.vae.decoder.state_dict().items():
         assert torch.equal(base.vae.decoder.state_dict()[k], v), k
     with pytest.raises(ValueError, match="alpha"):
         mix_decoder.mix_decoder(base, donor, 1.5)
-    wider = _model(2, **{"vae.decoder_block_out_channels": tuple(2 * w for w in get_config("ditic-test")
-                                                                   .vae.block_out_channels)})
+    with pytest.raises(CheckpointError, match="encoders differ"):  # another latent space
+        mix_decoder.mix_decoder(base, _model(2), 0.5)
+    wider = _model(3, encoder_of=base, **{"vae.decoder_block_out_channels": WIDER})
     with pytest.raises(CheckpointError, match="differ in shape"):
         mix_decoder.mix_decoder(base, wider, 0.5)
+
+
+def test_alpha_one_swaps_in_a_decoder_of_other_widths(tmp_path):
+    base = _model(0)
+    wider = _model(3, encoder_of=base, **{"vae.decoder_block_out_channels": WIDER})
+    swapped = mix_decoder.mix_decoder(base, wider, 1.0)
+    assert swapped is not base and swapped.cfg.vae.decoder_block_out_channels == WIDER
+    assert swapped.cfg.latent == base.cfg.latent
+    s, b, w = swapped.state_dict(), base.state_dict(), wider.state_dict()
+    for k in s:
+        if k.startswith("vae.decoder."):
+            assert torch.equal(s[k], w[k]), k
+        elif not k.startswith("codec.gaussian_conditional"):
+            assert torch.equal(s[k], b[k]), k
+    path = tmp_path / "swapped.safetensors"
+    save_checkpoint(swapped, path)
+    loaded, info = load_checkpoint(path)
+    assert info.config.vae.decoder_block_out_channels == WIDER
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():  # it runs end to end: the new decoder reads the old latent space
+        assert loaded(x, 2).x_hat.shape == x.shape

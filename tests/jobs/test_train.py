@@ -441,6 +441,41 @@ def test_init_keeps_the_widths_it_starts_from(photos: Path, tmp_path: Path):
         Trainer(_opts(photos, tmp_path / "narrow", init=str(path), latent_m=16, stage="B"))
 
 
+def test_decoder_only_stage_a_on_an_init_encoder_keeps_the_latent_space(photos: Path, tmp_path: Path):
+    """--init-encoder copies the DC-AE encoder alone (a decoder of other widths starts fresh), and
+    --decoder-only trains the decoder alone in stage A: the export codes the same latent space, so
+    tools/mix_decoder.py can give its decoder to any model trained on that encoder."""
+    base = Trainer(_opts(photos, tmp_path / "base", steps=1))
+    base.fit()
+    path = tmp_path / "a.safetensors"
+    model_id = export_trainer(base, path)
+    exported = {k: v.float() for k, v in canonical_state_dict(load_codec_model(path)).items()}
+    widths = (16, 16, 16, 16, 16, 32)
+    trainer = Trainer(_opts(photos, tmp_path / "decoder", init_encoder=str(path), decoder_only=True,
+                            stage="A", steps=2, decoder_widths=widths))  # fmt: skip
+    assert trainer.init_model_id == model_id and trainer.cfg.vae.decoder_block_out_channels == widths
+    encoder = [n for n in exported if n.startswith("vae.encoder.")]
+    start = canonical_state_dict(trainer.model)
+    assert len(encoder) > 10 and all(torch.equal(start[n].float(), exported[n]) for n in encoder)
+    decoder_out = start["vae.decoder.conv_out.weight"].clone()
+    assert trainer.fit()["stage"] == "A"
+    after = canonical_state_dict(trainer.model)
+    for name in encoder:  # trained around, not trained
+        assert torch.equal(after[name].float(), exported[name]), name
+        assert torch.equal(trainer.ema.shadow[name].float(), exported[name]), name
+    assert not torch.equal(after["vae.decoder.conv_out.weight"], decoder_out)
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    opts = options_from_args(parser.parse_args(["--data", str(photos), "--init-encoder", str(path),
+                                                "--decoder-only"]))  # fmt: skip
+    assert opts.init_encoder == str(path) and opts.decoder_only and not TrainOptions().decoder_only
+    with pytest.raises(ValueError, match="exclude each other"):
+        _opts(photos, tmp_path, init_autoencoder=str(path), init_encoder=str(path)).check()
+    with pytest.raises(ValueError, match="--decoder-only keeps the encoder"):
+        _opts(photos, tmp_path, decoder_only=True).check()
+
+
 def test_init_autoencoder_copies_the_dcae_alone_into_another_latent_codec(photos: Path, tmp_path: Path):
     """--init-autoencoder takes only the DC-AE of an export (and its decoder widths), so stage B can start
     a latent codec of another width on a trained autoencoder; the rest is fresh, the linear path is set
