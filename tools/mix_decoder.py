@@ -6,7 +6,8 @@ The DC-AE encoder is frozen in stages B and C (``ditic train`` without ``--train
 model trained from one stage-A autoencoder codes the same latent space, and its latent codec and DiT
 deliver a latent close to the clean one (docs/TRAINING.md, session 14: q4's relative error 0.003).
 Which decoder turns that latent into pixels is then a free choice: stage C's decoder (GAN-trained,
-perceptual) or stage A's (MSE-trained, higher PSNR). ``--alpha`` puts the two on one line, weight by
+perceptual) or stage A's (MSE with at most a light perceptual term, no GAN: higher PSNR). ``--alpha``
+puts the two on one line, weight by
 weight: ``(1 - alpha) * base + alpha * donor``; a mix is meaningful because stage C's decoder is a
 fine-tune of stage A's (one basin), and alpha 1 is the donor's decoder outright, also one of other
 widths (a decoder-only stage A: ``ditic train --init-encoder A.safetensors --decoder-only --stage A
