@@ -331,7 +331,8 @@ class Trainer:
         folder = Path(self.opts.out) / "state"
         if not state_exists(folder):
             return False
-        meta = load_state(folder, model=self.model, ema=self.ema, optimizers=self.optimizers)
+        meta = load_state(folder, model=self.model, ema=self.ema, optimizers=self.optimizers,
+                          modules={"disc": self.disc})
         self.step, self.train_seconds = int(meta["step"]), float(meta["train_seconds"])
         self.stage = meta.get("stage", "")
         if self.stage:
@@ -340,11 +341,13 @@ class Trainer:
         self.stage_start = int(meta.get("stage_start", 0)) if meta["optimizers"] else self.step
         if self.rank == 0:
             log.info(
-                "resumed %s at step %d (%.0f s trained, %s)",
+                "resumed %s at step %d (%.0f s trained, %s%s)",
                 folder,
                 self.step,
                 self.train_seconds,
                 meta["precision"],
+                "; the discriminator starts afresh: the state lacks it"
+                if self.stage == "C" and not meta["restored_modules"] else "",
             )
         return True
 
@@ -367,6 +370,7 @@ class Trainer:
             optimizers=self.optimizers,
             info=info,
             budget_bytes=budget,
+            modules={"disc": self.disc},
         )
 
     def fit(self, report: Callable[[dict], None] | None = None, until_step: int | None = None) -> dict:

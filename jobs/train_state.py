@@ -125,7 +125,9 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, d
     tensors, meta = {}, {"param_groups": state["param_groups"], "scalars": {}}
     for idx, slots in state["state"].items():
         for key, value in slots.items():
-            if isinstance(value, torch.Tensor) and value.numel() > 1:
+            # a moment of a one-element parameter (the discriminator's last bias) is a tensor of its
+            # shape, not a scalar: restored as 0-d, fused AdamW refused it (session 16's stage-C resume)
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
                 tensors[f"{prefix}/{idx}/{key}"] = value
             else:
                 meta["scalars"][f"{idx}/{key}"] = float(value)
@@ -148,15 +150,24 @@ def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, meta
         for param in group["params"]:
             slots = opt.state.get(param, {})
             for key, value in slots.items():
+                if isinstance(value, torch.Tensor) and key != "step" and value.dim() == 0 < param.dim():
+                    # states saved before session 16 kept one-element moments as scalars
+                    value = slots[key] = value.reshape(param.shape)
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     if value.stride() != param.stride():
                         slots[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
-def _collect(model: nn.Module, ema: EMA, optimizers: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def _collect(
+    model: nn.Module, ema: EMA, optimizers: dict, modules: dict[str, nn.Module] | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Every tensor of the state at full precision, and the optimizers' non-tensor parts."""
     tensors = {f"model/{k}": v for k, v in canonical_state_dict(model).items()}
     tensors |= {f"ema/{k}": v for k, v in ema.shadow.items()}
+    for name, module in (modules or {}).items():  # e.g. the adversarial stage's discriminator
+        if name in ("model", "ema") or name.startswith("opt."):
+            raise ValueError(f"module name {name!r} is taken by the state's own parts")
+        tensors |= {f"{name}/{k}": v for k, v in module.state_dict().items()}
     opt_meta = {}
     for name, opt in optimizers.items():
         t, opt_meta[name] = _optimizer_tensors(opt, f"opt.{name}")
@@ -229,9 +240,11 @@ def save_state(
     info: dict[str, Any],
     budget_bytes: int | None = None,
     shard_bytes: int = SHARD_BYTES,
+    modules: dict[str, nn.Module] | None = None,
 ) -> dict[str, Any]:
-    """Write the training state to ``folder`` (replacing an older one); returns what state.json holds."""
-    tensors, opt_meta = _collect(model, ema, optimizers)
+    """Write the training state to ``folder`` (replacing an older one); returns what state.json holds.
+    ``modules``: other trained modules by name (the discriminator), kept at the model's precision."""
+    tensors, opt_meta = _collect(model, ema, optimizers, modules)
     return _write(Path(folder), tensors, {**info, "optimizers": opt_meta}, budget_bytes, shard_bytes)
 
 
@@ -276,9 +289,12 @@ def load_state(
     model: nn.Module,
     ema: EMA,
     optimizers: dict[str, torch.optim.Optimizer],
+    modules: dict[str, nn.Module] | None = None,
 ) -> dict[str, Any]:
-    """Restore a state written by :func:`save_state` in place; returns its ``state.json``.
-    Optimizers the state does not hold (a ``lean`` state) keep their fresh state."""
+    """Restore a state written by :func:`save_state` in place; returns its ``state.json``, with
+    ``restored_modules`` listing which of ``modules`` it held. Optimizers the state does not hold (a
+    ``lean`` state) keep their fresh state, and so do modules (states saved before session 16 lack the
+    discriminator)."""
     meta, tensors = read_state(folder)
     prefix = "ema/" if meta["precision"] == "ema" else "model/"  # an "ema" state restarts from the EMA
     state = {k[len(prefix) :]: _as_fp32(v) for k, v in tensors.items() if k.startswith(prefix)}
@@ -289,10 +305,19 @@ def load_state(
         if f"ema/{k}" not in tensors:
             raise CheckpointError(f"training state {folder} lacks the EMA of {k}")
         ema.shadow[k].copy_(tensors[f"ema/{k}"])
+    restored = []
+    for name, module in (modules or {}).items():
+        own = {k[len(name) + 1 :]: _as_fp32(v) for k, v in tensors.items() if k.startswith(name + "/")}
+        if own:
+            try:
+                module.load_state_dict(own, strict=True)
+            except RuntimeError as e:
+                raise CheckpointError(f"training state {folder}: its {name} does not fit: {e}") from e
+            restored.append(name)
     for name, opt in optimizers.items():
         if name in meta["optimizers"]:
             _load_optimizer(opt, f"opt.{name}", tensors, meta["optimizers"][name])
-    return meta
+    return {**meta, "restored_modules": restored}
 
 
 def _as_fp32(t: torch.Tensor) -> torch.Tensor:

@@ -208,6 +208,26 @@ def test_adversarial_stage_with_a_frozen_decoder(photos: Path, tmp_path: Path):
     assert any(not torch.equal(a, b) for a, b in zip(dit, trainer.model.DiT.parameters(), strict=True))
 
 
+def test_resume_in_the_adversarial_stage_reproduces_an_uninterrupted_run(photos: Path, tmp_path: Path):
+    """Stage C split by a resume equals stage C straight: the discriminator's weights travel in the
+    state and its one-element bias resumes (session 16's first stage-C resume crashed on the H200)."""
+    kw = dict(stage="C", steps=2, perceptual="none")
+    straight = Trainer(_opts(photos, tmp_path / "straight", **kw))
+    straight.fit()
+    first = Trainer(_opts(photos, tmp_path / "split", **kw))
+    assert first.fit(until_step=1)["stop"] == "until_step"
+    second = Trainer(_opts(photos, tmp_path / "split", **kw))
+    assert second.resume()
+    assert second.fit()["step"] == 2
+    a, b = _snapshot(straight), _snapshot(second)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    for p, q in zip(straight.disc.parameters(), second.disc.parameters(), strict=True):
+        assert torch.equal(p, q)
+    disc = [straight.optimizers["disc"].state[p]["exp_avg"] for p in straight.disc.parameters()]
+    assert all(torch.equal(m, second.optimizers["disc"].state[q]["exp_avg"])
+               for m, q in zip(disc, second.disc.parameters(), strict=True))
+
+
 def test_adversarial_stage_updates_generator_and_discriminator(photos: Path, tmp_path: Path):
     trainer = Trainer(_opts(photos, tmp_path, stage="C", steps=1, perceptual="vgg"))
     disc_before = [p.detach().clone() for p in trainer.disc.parameters()]

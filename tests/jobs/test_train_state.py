@@ -145,3 +145,60 @@ def test_resumed_moments_keep_the_parameter_layout_for_fused_adamw() -> None:
     torch.testing.assert_close(opt2.state[resumed]["exp_avg"], opt.state[weight]["exp_avg"])
     resumed.grad = weight.grad.clone()
     opt2.step()  # raised "must have same dtype, device, and layout" before the fix
+
+
+def _one_element_step() -> tuple[torch.nn.Parameter, torch.optim.Optimizer]:
+    bias = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([bias], fused=True)
+    bias.grad = torch.full_like(bias, 0.5)
+    opt.step()
+    return bias, opt
+
+
+def test_one_element_parameters_resume_under_fused_adamw() -> None:
+    """The discriminator's last bias has one element. Its moments were saved as scalars and came back
+    0-d, so fused AdamW refused the first resumed step of stage C (session 16, on the H200). They are
+    tensors of the parameter's shape now, and a state saved the old way still resumes."""
+    from jobs.train_state import _load_optimizer, _optimizer_tensors
+
+    bias, opt = _one_element_step()
+    tensors, meta = _optimizer_tensors(opt, "opt.disc")
+    tensors = {k: v.clone() for k, v in tensors.items()}  # as read back from disk: no shared storage
+    assert tensors["opt.disc/0/exp_avg"].shape == (1,) and set(meta["scalars"]) == {"0/step"}
+    moments = {k: v.clone() for k, v in opt.state[bias].items()}
+    old_meta = {**meta, "scalars": {**meta["scalars"], "0/exp_avg": moments["exp_avg"].item(),
+                                    "0/exp_avg_sq": moments["exp_avg_sq"].item()}}  # fmt: skip
+    bias.grad = torch.full_like(bias, 0.5)
+    opt.step()  # the uninterrupted second step
+    for saved, how in ((tensors, meta), ({}, old_meta)):  # this session's layout, then the old one
+        resumed, _ = _one_element_step()
+        opt2 = torch.optim.AdamW([resumed], fused=True)
+        _load_optimizer(opt2, "opt.disc", {k: v.clone() for k, v in saved.items()}, how)
+        assert opt2.state[resumed]["exp_avg"].shape == (1,)
+        torch.testing.assert_close(opt2.state[resumed]["exp_avg"], moments["exp_avg"])
+        resumed.grad = torch.full_like(resumed, 0.5)
+        opt2.step()  # raised "must have same dtype, device, and layout" before the fix
+        torch.testing.assert_close(resumed, bias)
+
+
+def test_other_modules_travel_in_the_state(tmp_path: Path) -> None:
+    """A named module (the discriminator) is saved beside the model, restored in place, and reported;
+    a state without it leaves the module as it was."""
+    net, ema, opts = _trained()
+    disc = nn.Linear(3, 1)
+    kw = {"model": net, "ema": ema, "optimizers": opts, "info": {"step": 3}}
+    save_state(tmp_path / "with", **kw, modules={"disc": disc})
+    save_state(tmp_path / "without", **kw)
+    net2, ema2, opts2 = _trained(seed=1)
+    fresh = nn.Linear(3, 1)
+    before = fresh.weight.detach().clone()
+    meta = load_state(tmp_path / "without", model=net2, ema=ema2, optimizers=opts2, modules={"disc": fresh})
+    assert meta["restored_modules"] == [] and torch.equal(fresh.weight, before)
+    meta = load_state(tmp_path / "with", model=net2, ema=ema2, optimizers=opts2, modules={"disc": fresh})
+    assert meta["restored_modules"] == ["disc"]
+    assert torch.equal(fresh.weight, disc.weight) and torch.equal(fresh.bias, disc.bias)
+    with pytest.raises(CheckpointError, match="disc does not fit"):
+        load_state(tmp_path / "with", model=net2, ema=ema2, optimizers=opts2,
+                   modules={"disc": nn.Linear(2, 1)})
+    with pytest.raises(ValueError, match="taken"):
+        save_state(tmp_path / "bad", **kw, modules={"ema": disc})
