@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from codec import autoencoder, bitstream, image
-from codec.config import CONFIGS, CodecConfig, get_config
+from codec.config import CONFIGS, DECODERS, CodecConfig, get_config
 from codec.errors import CheckpointError, DiticError, FormatError, ModelMismatchError
 from codec.graphs import GraphCache
 from codec.latent import CONTEXT_MODULES
@@ -105,8 +105,13 @@ def load_codec(
     decode_memory_gib: float | None = None,
     decode_bytes_per_pixel: float | None = None,
     decode_only: bool = False,
+    decoder: str | None = None,
 ) -> Codec:
     """A ``Codec`` for a named config (``ditic-small``, ``ditic-test``, ``ditic-official``) or a checkpoint.
+
+    ``decoder``: ``perceptual`` (the default) or ``fidelity``, for a model that ships both DC-AE
+    decoders (``vae.fidelity_decoder``): the same payloads, decoded for perceptual quality or for PSNR. A
+    name may carry it as a suffix, ``ditic-small:fidelity``, so every job that takes a model name takes it.
 
     ``ditic-small`` loads the embedded weights when shipped, else a seeded untrained model (with a
     warning); ``ditic-test`` is always seeded and untrained; ``ditic-official`` needs converted weights
@@ -120,10 +125,13 @@ def load_codec(
     of the float64 entropy path off the GPU, for restore jobs: ~0.7 GiB less for ``ditic-official`` in
     bf16; encoding then raises ``DiticError``.
     """
-    name = str(name_or_path)
-    embedded = EMBEDDED_WEIGHTS / f"{name}.safetensors"
+    name, suffix = split_decoder(str(name_or_path))
+    if suffix and decoder and suffix != decoder:
+        raise ValueError(f"{name_or_path!r} names the {suffix} decoder, but decoder={decoder!r}")
     options = {"compile": compile, "decode_memory_gib": decode_memory_gib,
-               "decode_bytes_per_pixel": decode_bytes_per_pixel, "decode_only": decode_only}  # fmt: skip
+               "decode_bytes_per_pixel": decode_bytes_per_pixel, "decode_only": decode_only,
+               "decoder": suffix or decoder or "perceptual"}  # fmt: skip
+    embedded = EMBEDDED_WEIGHTS / f"{name}.safetensors"
     if name in CONFIGS and name != "ditic-test" and embedded.is_file():
         return _from_checkpoint(embedded, device, dtype, **options)
     if name in CONFIGS:
@@ -135,6 +143,7 @@ def load_codec(
             )
         model = _seeded(get_config(name))
         model_id = weights_hash(canonical_state_dict(model))[:MODEL_ID_CHARS]
+        model.use_decoder(options.pop("decoder"))
         if name != "ditic-test":
             _warn_untrained(name)
         return Codec(model, name, model_id, trained=False, device=device, dtype=dtype, **options)
@@ -144,8 +153,15 @@ def load_codec(
     return _from_checkpoint(path, device, dtype, **options)
 
 
+def split_decoder(name: str) -> tuple[str, str | None]:
+    """(model name, decoder) of ``NAME:DECODER`` (``ditic-small:fidelity``); (name, None) without one."""
+    head, sep, tail = name.rpartition(":")
+    return (head, tail) if sep and tail in DECODERS else (name, None)
+
+
 def _from_checkpoint(path: Path, device: str | torch.device, dtype: torch.dtype, **options) -> Codec:  # noqa: ANN003
     model, info = load_checkpoint(path)
+    model.use_decoder(options.pop("decoder", "perceptual"))
     model.update()
     return Codec(
         model, info.config.name, info.model_id, trained=info.trained, device=device, dtype=dtype, **options
@@ -235,8 +251,15 @@ class Codec:
     def qualities(self) -> list[int]:
         return self.model.qualities
 
+    @property
+    def decoder(self) -> str:
+        """Which DC-AE decoder decodes: ``perceptual`` or ``fidelity`` (``load_codec``'s ``decoder``)."""
+        return self.model.decoder_in_use
+
     def __repr__(self) -> str:
-        return f"Codec({self.name!r}, model_id={self.model_id}, trained={self.trained}, device={self.device})"
+        which = "" if self.decoder == "perceptual" else f", decoder={self.decoder}"
+        return (f"Codec({self.name!r}, model_id={self.model_id}, trained={self.trained}, "
+                f"device={self.device}{which})")  # fmt: skip
 
     # --- encoding ------------------------------------------------------------------------------
     def encode(self, images: Iterable[Image.Image | np.ndarray], quality: int | None = None) -> list[bytes]:

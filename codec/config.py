@@ -26,6 +26,11 @@ __all__ = [
 PROMPT_MODES = ("latent", "learned", "zero")
 
 
+# which DC-AE decoder decodes (DiTIC.use_decoder): stage C's, or a second one fitted for PSNR where the
+# config has vae.fidelity_decoder
+DECODERS = ("perceptual", "fidelity")
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """DC-AE (``diffusers.AutoencoderDC``): 1/32 downsampling, ``latent_channels`` at the bottleneck."""
@@ -40,6 +45,9 @@ class VAEConfig:
     scaling_factor: float = 0.41407
     # the decoder's widths where they differ from the encoder's (None: the same as block_out_channels)
     decoder_block_out_channels: tuple[int, ...] | None = None
+    # a second DC-AE decoder of the same shapes for the same latent, fitted for fidelity (MSE) rather than
+    # perception: the same payloads decode either way, chosen at decode time (``load_codec``'s ``decoder``)
+    fidelity_decoder: bool = False
 
     def diffusers_config(self) -> dict[str, Any]:
         return {

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from codec import flow
 from codec.autoencoder import build_vae, decode_latent
-from codec.config import CodecConfig
+from codec.config import DECODERS, CodecConfig
 from codec.dit import build_dit, build_prompter
 from codec.elic import ElicAnalysis
+from codec.errors import CheckpointError
 from codec.fastconv import use_float64_convs
 from codec.latent import (
     CONTEXT_MODULES,
@@ -327,6 +328,9 @@ class DiTIC(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vae = build_vae(cfg)
+        if cfg.vae.fidelity_decoder:  # the same shapes; which one decodes is chosen by use_decoder
+            self.fidelity_decoder = copy.deepcopy(self.vae.decoder)
+        self.decoder_in_use = "perceptual"
         self.DiT = build_dit(cfg)
         self.codec = LatentCodec(cfg)
         self.prompter = build_prompter(cfg)
@@ -338,6 +342,18 @@ class DiTIC(nn.Module):
         return self.cfg.qualities
 
     distillation_loss = staticmethod(distillation_loss)
+
+    def use_decoder(self, kind: str) -> None:
+        """Decode with the ``perceptual`` DC-AE decoder (the trained default) or the ``fidelity`` one (a
+        config with ``vae.fidelity_decoder``). The latent, hence every payload, is the same for both;
+        the two modules trade places, so every decode path (tiles, graphs, compile) follows."""
+        if kind not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {kind!r}")
+        if kind != "perceptual" and not self.cfg.vae.fidelity_decoder:
+            raise CheckpointError(f"this model ({self.cfg.name}) has no {kind} decoder")
+        if kind != self.decoder_in_use:
+            self.vae.decoder, self.fidelity_decoder = self.fidelity_decoder, self.vae.decoder
+            self.decoder_in_use = kind
 
     # --- shared pieces -------------------------------------------------------------------------
     def encode_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -94,14 +94,59 @@ def weights_hash(state: dict[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
+INT8_SCALE = ".int8_scale"  # suffix of the per-output-channel scale of a tensor stored in int8
+
+
+def quantize_int8(state: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
+    """``state`` with each floating weight of >= 2 dims under ``prefixes`` stored as int8, symmetric per
+    output channel (``round(w / s)``, ``s = max|w| / 127`` over the channel), beside its fp32 scale
+    under ``NAME.int8_scale``; biases and norms stay as they are. Halves what a decoder costs in a file."""
+    out = {}
+    for name, t in state.items():
+        if not (name.startswith(prefixes) and t.is_floating_point() and t.dim() >= 2):
+            out[name] = t
+            continue
+        w = t.float()
+        scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        out[name] = torch.round(w / scale.view(shape)).clamp(-127, 127).to(torch.int8)
+        out[name + INT8_SCALE] = scale
+    return out
+
+
+def dequantize_int8(state: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """The inverse of :func:`quantize_int8`, in ``dtype`` (the model's stored dtype)."""
+    out = {k: v for k, v in state.items() if not k.endswith(INT8_SCALE)}
+    for key, scale in state.items():
+        if key.endswith(INT8_SCALE):
+            name = key[: -len(INT8_SCALE)]
+            q = out.get(name)
+            if q is None or q.dtype != torch.int8 or scale.numel() != q.shape[0]:
+                raise CheckpointError(f"int8 scale {key} does not match its tensor")
+            out[name] = (q.float() * scale.float().view((-1,) + (1,) * (q.dim() - 1))).to(dtype)
+    return out
+
+
 def save_checkpoint(
-    model: nn.Module, path: str | Path, *, trained: bool = True, extra: dict[str, str] | None = None
+    model: nn.Module,
+    path: str | Path,
+    *,
+    trained: bool = True,
+    extra: dict[str, str] | None = None,
+    int8: tuple[str, ...] = (),
 ) -> str:
-    """Write ``model`` (a DiTIC) to ``path`` (.safetensors); returns its model id."""
+    """Write ``model`` (a DiTIC) to ``path`` (.safetensors); returns its model id. ``int8``: name
+    prefixes whose weights are stored in int8 (:func:`quantize_int8`; e.g. the DC-AE decoders), so
+    the model loads with those weights rounded; the id names the stored tensors."""
     from safetensors.torch import save_file
 
+    if getattr(model, "decoder_in_use", "perceptual") != "perceptual":
+        raise ValueError("swap the perceptual decoder back (model.use_decoder('perceptual')) before saving")
     model.update(force=True)  # the coding tables travel with the weights, rebuilt for these weights
     state = canonical_state_dict(model)
+    stored = _stored_dtype({k: v for k, v in state.items() if k.startswith(tuple(int8))})
+    if int8:
+        state = quantize_int8(state, tuple(int8))
     digest = weights_hash(state)
     metadata = {
         "format": FORMAT_NAME,
@@ -111,6 +156,7 @@ def save_checkpoint(
         "weights_sha256": digest,
         "model_id": digest[:MODEL_ID_CHARS],
         "trained": "true" if trained else "false",
+        **({"int8_dtype": str(stored).removeprefix("torch.")} if int8 else {}),
         **(extra or {}),
     }
     path = Path(path)
@@ -149,7 +195,8 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         config = CodecConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: bad config in checkpoint metadata ({e})") from e
-    known = {"format", "format_version", "code_version", "config", "weights_sha256", "model_id", "trained"}
+    known = {"format", "format_version", "code_version", "config", "weights_sha256", "model_id", "trained",
+             "int8_dtype"}
     return CheckpointInfo(
         config=config,
         model_id=meta.get("model_id", ""),
@@ -199,10 +246,24 @@ def load_checkpoint(
                 f"{path}: weights hash {digest[:MODEL_ID_CHARS]} does not match the stored model id "
                 f"{info.model_id} (corrupt or edited file)"
             )
+    if any(k.endswith(INT8_SCALE) for k in state):
+        dtype = getattr(torch, _read_metadata(Path(path)).get("int8_dtype", "float32"), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise CheckpointError(f"{path}: bad int8_dtype in checkpoint metadata")
+        state = dequantize_int8(state, dtype)
     with torch.device("meta"):  # no random init: every tensor comes from the file
         model = _build(info.config)
     load_state(model, state, str(path))
     return model.to(device).eval(), info
+
+
+def _stored_dtype(state: dict[str, Tensor]) -> torch.dtype:
+    """The dtype most floating weights of ``state`` have (what int8 weights load back as)."""
+    counts: dict[torch.dtype, int] = {}
+    for t in state.values():
+        if t.is_floating_point():
+            counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
 
 
 def _build(config: CodecConfig) -> nn.Module:

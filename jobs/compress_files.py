@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from codec.config import DECODERS
+
 DEFAULT_MODEL = "ditic-small"
 
 
@@ -38,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str) -> None:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"config name or checkpoint (default {DEFAULT_MODEL})"
     )
+    if command_name == "decompress":
+        parser.add_argument("--decoder", choices=DECODERS, default=None,
+                            help="the model's DC-AE decoder: perceptual (default) or fidelity (higher "
+                                 "PSNR, where the model ships one; the same payloads)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda if available)")
     parser.add_argument("--batch", type=int, default=8, metavar="N", help="files per model call (default 8)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
@@ -84,7 +90,7 @@ def _load(args: argparse.Namespace) -> Any:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    codec = load_codec(args.model, device=device)
+    codec = load_codec(args.model, device=device, decoder=getattr(args, "decoder", None))
     if getattr(args, "max_pixels", None):
         codec.max_pixels = int(args.max_pixels)
     if not codec.trained:

@@ -73,13 +73,16 @@ class LearnedContender:
     """A DiT-IC model through the batched ``Codec`` API (loaded lazily, on first use)."""
 
     def __init__(self, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        from codec.api import load_codec
+        from codec.api import load_codec, split_decoder
 
         self.codec = load_codec(name, device=device, dtype=dtype)
-        self.name = Path(name).stem if name.endswith(".safetensors") else name
+        model, decoder = split_decoder(name)  # NAME:fidelity, the same model's other decoder
+        self.name = Path(model).stem if model.endswith(".safetensors") else model
+        self.name += f":{decoder}" if decoder else ""
         state = "trained" if self.codec.trained else "UNTRAINED (seeded weights: numbers are meaningless)"
         self.description = (
-            f"DiT-IC {self.codec.name}, model {self.codec.model_id}, {state}, {device}, {str(dtype)[6:]}"
+            f"DiT-IC {self.codec.name}, model {self.codec.model_id}, {self.codec.decoder} decoder, {state}, "
+            f"{device}, {str(dtype)[6:]}"
         )
         self.qualities = list(self.codec.qualities)
         self._warm = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from codec.config import DECODERS
 from pipeline.archive import verify_archive
 from pipeline.restore import extract_item, restore_archive
 from pipeline.storage import open_location, parse_storage_options
@@ -22,6 +23,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _decoding(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model to decode with (default: the archive's)")
+    parser.add_argument("--decoder", choices=DECODERS, default="perceptual",
+                        help="the model's DC-AE decoder to decode with: perceptual (default) or fidelity "
+                             "(higher PSNR, where the model ships one)")  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
                         help="refuse payloads above N pixels (bounds decoding memory for an untrusted "
@@ -51,7 +55,7 @@ def _restore(args: argparse.Namespace) -> int:
         args.dest, args.out, model=args.model, device=args.device,
         storage_options=parse_storage_options(args.storage_options), address=args.address,
         batch_size=args.batch_size, num_actors=args.num_actors, progress=not args.no_progress,
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, decoder=args.decoder,
     )  # fmt: skip
     print(
         f"restored {result['written']} of {result['items']} items to {args.out} in {result['wall_s']:.1f} s"
@@ -64,7 +68,8 @@ def _restore(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     options = parse_storage_options(args.storage_options)
     result = extract_item(args.dest, args.key, args.output, model=args.model, device=args.device,
-                          storage_options=options, max_pixels=args.max_pixels)  # fmt: skip
+                          storage_options=options, max_pixels=args.max_pixels,
+                          decoder=args.decoder)  # fmt: skip
     print(
         f"{result['key']}: {result['width']}x{result['height']}, "
         f"{result['payload_bytes']} bytes -> {args.output}"

@@ -122,7 +122,8 @@ class Trainer:
         ours, theirs = flat(self.cfg), flat(info.config)
         section = "vae." if prefix == "vae.encoder." else prefix
         keys = {k for k in ours.keys() | theirs.keys() if k.startswith(section)
-                and not (prefix == "vae.encoder." and k.startswith("vae.decoder_"))}
+                and not (prefix == "vae.encoder." and k.startswith("vae.decoder_"))
+                and k != "vae.fidelity_decoder"}  # a shipped second decoder is not trained: left out
         differ = sorted(k for k in keys if ours.get(k) != theirs.get(k))
         if differ:
             option = {"": "--init", "vae.": "--init-autoencoder"}.get(prefix, "--init-encoder")

@@ -44,14 +44,15 @@ def output_names(keys: list[str]) -> dict[str, str]:
     return {k: stem(k) if counts[stem(k)] == 1 else k + ".png" for k in keys}
 
 
-def archive_model(location: Location, model: str | None) -> str:
-    """The model to decode with: the one given, else the one the archive was written with."""
-    if model:
-        return model
-    record = load_job_record(location)
-    if record is None or not record.get("settings", {}).get("model"):
-        raise ValueError(f"{location.url} has no job.json naming its model; pass --model")
-    return record["settings"]["model"]
+def archive_model(location: Location, model: str | None, decoder: str | None = None) -> str:
+    """The model to decode with: the one given, else the one the archive was written with; with
+    ``decoder`` (``fidelity``), that model's other DC-AE decoder (``NAME:fidelity``, ``load_codec``)."""
+    if not model:
+        record = load_job_record(location)
+        if record is None or not record.get("settings", {}).get("model"):
+            raise ValueError(f"{location.url} has no job.json naming its model; pass --model")
+        model = record["settings"]["model"]
+    return f"{model}:{decoder}" if decoder and decoder != "perceptual" else model
 
 
 def _payload_range(row: dict[str, Any]) -> tuple[int, int]:
@@ -158,16 +159,17 @@ def restore_archive(
     num_actors: int | None = None,
     progress: bool = True,
     max_pixels: int | None = None,
+    decoder: str | None = None,
 ) -> dict[str, Any]:
     """Decode every ok item of the archive ``dest`` to PNG files under ``out``; a payload above
-    ``max_pixels`` becomes a failed item (default: the codec's limit)."""
+    ``max_pixels`` becomes a failed item (default: the codec's limit). ``decoder``: ``archive_model``'s."""
     import ray
 
     from pipeline.stages import Decoder
 
     options = dict(storage_options or {})
     location = open_location(dest, options)
-    model = archive_model(location, model)
+    model = archive_model(location, model, decoder)
     rows = read_manifests(
         location, columns=["key", "status", "payload_uri", "payload_offset", "payload_bytes"]
     )
@@ -205,7 +207,7 @@ def restore_archive(
 
 def extract_item(
     dest: str, key: str, output: str, model: str | None = None, device: str | None = None,
-    storage_options: dict[str, Any] | None = None, max_pixels: int | None = None,
+    storage_options: dict[str, Any] | None = None, max_pixels: int | None = None, decoder: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fetch one item by a ranged read from its shard, decode it here, write a PNG to ``output``."""
     import torch
@@ -217,7 +219,7 @@ def extract_item(
     row = find_item(location, key)
     payload = read_payload(location, row)
     resolved = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    codec = load_codec(archive_model(location, model), device=resolved, dtype=torch.float32,
+    codec = load_codec(archive_model(location, model, decoder), device=resolved, dtype=torch.float32,
                        decode_only=True)
     if max_pixels:
         codec.max_pixels = int(max_pixels)

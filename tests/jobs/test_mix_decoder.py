@@ -86,3 +86,49 @@ def test_alpha_one_swaps_in_a_decoder_of_other_widths(tmp_path):
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():  # it runs end to end: the new decoder reads the old latent space
         assert loaded(x, 2).x_hat.shape == x.shape
+
+
+def _half_like_a_shipped_file(model: DiTIC) -> DiTIC:
+    """fp16 weights beside the entropy model's fp32 tensors, as an exported checkpoint holds them."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not name.startswith("codec."):
+            t.data = t.data.half()
+    return model
+
+
+def test_fidelity_attaches_the_donors_decoder_as_a_second_one(tmp_path):
+    base = _half_like_a_shipped_file(_model(0))
+    donor = _half_like_a_shipped_file(_model(1, encoder_of=base))
+    dtypes = {k: v.dtype for k, v in base.state_dict().items()}
+    both = mix_decoder.attach_fidelity(base, donor)
+    assert both.cfg.vae.fidelity_decoder and not base.cfg.vae.fidelity_decoder
+    s, b, d = both.state_dict(), base.state_dict(), donor.state_dict()
+    for k in s:
+        if k.startswith("fidelity_decoder."):
+            twin = "vae.decoder." + k[len("fidelity_decoder."):]
+            assert torch.equal(s[k], d[twin]) and s[k].dtype == dtypes[twin], k
+        else:  # the base's tensors, in the base's dtypes (the fp32 entropy model stays fp32)
+            assert s[k].dtype == dtypes[k] and torch.equal(s[k], b[k]), k
+    with pytest.raises(CheckpointError, match="encoders differ"):
+        mix_decoder.attach_fidelity(base, _model(2))
+    wider = _model(3, encoder_of=base, **{"vae.decoder_block_out_channels": WIDER})
+    with pytest.raises(CheckpointError, match="shapes"):
+        mix_decoder.attach_fidelity(base, wider)
+    base_path, donor_path = tmp_path / "base.safetensors", tmp_path / "donor.safetensors"
+    save_checkpoint(base, base_path)
+    donor_id = save_checkpoint(donor, donor_path)
+    out = tmp_path / "both.safetensors"
+    assert mix_decoder.main([str(base_path), str(donor_path), "--fidelity", "--int8", "--out", str(out)]) == 0
+    loaded, info = load_checkpoint(out)
+    assert info.config.vae.fidelity_decoder
+    assert info.metadata["fidelity_decoder"] == f"the decoder of {donor_id}"
+    assert loaded.fidelity_decoder.conv_out.weight.dtype == torch.float16  # int8 on disk, fp16 loaded
+    assert out.stat().st_size < base_path.stat().st_size + donor_path.stat().st_size / 2
+
+
+def test_swapping_decoders_of_other_widths_keeps_the_dtypes():
+    base = _half_like_a_shipped_file(_model(0))
+    wider = _half_like_a_shipped_file(_model(3, encoder_of=base, **{"vae.decoder_block_out_channels": WIDER}))
+    swapped = mix_decoder.mix_decoder(base, wider, 1.0)
+    dtypes = {k: v.dtype for k, v in base.state_dict().items()}
+    assert all(v.dtype == dtypes[k] for k, v in swapped.state_dict().items() if k in dtypes)
