@@ -218,8 +218,9 @@ def _report(
     files = []
     for c in contenders:
         extra = {"fid": fid[c.name]} if fid else {}
-        write_codec_json(out_dir / f"{c.name}.json", c.name, c.description, curves[c.name], extra)
-        files.append(out_dir / f"{c.name}.json")
+        path = out_dir / f"{c.name.replace(':', '-')}.json"  # ditic-small:fidelity -> a portable file name
+        write_codec_json(path, c.name, c.description, curves[c.name], extra)
+        files.append(path)
     write_rows(rows, out_dir)
     bd = bd_table(curves, anchor) if anchor in curves else {}
     if anchor not in curves:

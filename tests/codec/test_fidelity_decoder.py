@@ -128,3 +128,17 @@ def test_cli_and_restore_take_the_decoder(both_path: Path, image: np.ndarray, tm
     assert np.array_equal(np.asarray(decoded), outs["fidelity"])
     assert archive_model(None, "ditic-small", "fidelity") == "ditic-small:fidelity"  # type: ignore[arg-type]
     assert archive_model(None, "ditic-small", "perceptual") == "ditic-small"  # type: ignore[arg-type]
+
+
+def test_the_embedded_model_ships_both_decoders_within_the_cap(image: np.ndarray):
+    """The default model carries its fidelity decoder (int8 decoders, session 16) in at most 24 MiB."""
+    from codec.api import EMBEDDED_WEIGHTS
+
+    shipped = EMBEDDED_WEIGHTS / "ditic-small.safetensors"
+    if not shipped.is_file():
+        pytest.skip("no embedded weights in this checkout")
+    assert shipped.stat().st_size <= 24 * 2**20
+    perceptual, fidelity = load_codec("ditic-small"), load_codec("ditic-small:fidelity")
+    payload = perceptual.encode([image[:64, :64]], 4)[0]
+    a, b = (np.asarray(c.decode([payload])[0]).astype(float) for c in (perceptual, fidelity))
+    assert 0 < np.abs(a - b).mean() < 40  # two decoders of one latent: alike, not equal

@@ -55,6 +55,22 @@ def test_recorded_verdict_session15_decoder_mixes():
     assert compare_split.pick(qualified, "psnr") == "Cx_m375"
 
 
+def test_recorded_verdict_session16_none_qualifies():
+    # session 16: no candidate beats the shipped mix; the MSE-refitted decoders alone buy +0.73-0.75 dB
+    # at +0.11-0.12 ST-LPIPS (a fidelity decoder, not a default); int8 storage of the shipped decoder is
+    # a wash (+0.007 dB)
+    base = json.loads((ROOT / "docs/training/session15/mixes/Cx_m375.split.json").read_text())
+    folder = ROOT / "docs/training/session16/splits"
+    results = {p.name.removesuffix(".split.json"): compare_split.compare(base, json.loads(p.read_text()))
+               for p in sorted(folder.glob("*.split.json"))}  # fmt: skip
+    candidates = {n: r for n, r in results.items() if not n.endswith("m1000") and not n.startswith("S16")}
+    assert len(candidates) == 16 and not any(r["qualifies"] for r in candidates.values())
+    alone = [r for n, r in results.items() if n.endswith("m1000")]
+    assert len(alone) == 2 and all(r["bd_psnr"] > 0.7 and r["bd_stlpips"] > 0.1 for r in alone)
+    assert abs(results["S16"]["bd_psnr"]) < 0.02 and abs(results["S16"]["bd_stlpips"]) < 0.001
+    assert results["S16_fidelity"]["bd_psnr"] > 0.7
+
+
 def test_pick_by_stlpips_or_by_psnr_with_a_tie_band():
     results = {
         "a": {"bd_psnr": 0.30, "bd_stlpips": -0.010},
