@@ -69,7 +69,8 @@ def _ours(codec: Any, frames: list[np.ndarray], seconds: float, batch: int) -> l
         ms = (time.perf_counter() - started) * 1000
         decoded = [np.asarray(item.image.convert("RGB")) for item in codec.decode_items(payloads)]
         bits = 8 * sum(len(p) for p in payloads)
-        rows.append(_scores(f"DiT-IC ({codec.name})", f"q{quality}", bits, seconds, frames, decoded, ms))
+        label = codec.name if codec.decoder == "perceptual" else f"{codec.name}:{codec.decoder}"
+        rows.append(_scores(f"DiT-IC ({label})", f"q{quality}", bits, seconds, frames, decoded, ms))
     return rows
 
 
