@@ -208,16 +208,21 @@ def test_adversarial_stage_with_a_frozen_decoder(photos: Path, tmp_path: Path):
     assert any(not torch.equal(a, b) for a, b in zip(dit, trainer.model.DiT.parameters(), strict=True))
 
 
-def test_resume_in_the_adversarial_stage_reproduces_an_uninterrupted_run(photos: Path, tmp_path: Path):
-    """Stage C split by a resume equals stage C straight: the discriminator's weights travel in the
-    state and its one-element bias resumes (session 16's first stage-C resume crashed on the H200)."""
-    kw = dict(stage="C", steps=2, perceptual="none")
+def _straight_and_resumed(photos: Path, tmp_path: Path, **kw) -> tuple[Trainer, Trainer]:
+    """A schedule run straight through, and the same stopped at step 1 and resumed (not yet fitted on)."""
     straight = Trainer(_opts(photos, tmp_path / "straight", **kw))
     straight.fit()
     first = Trainer(_opts(photos, tmp_path / "split", **kw))
     assert first.fit(until_step=1)["stop"] == "until_step"
     second = Trainer(_opts(photos, tmp_path / "split", **kw))
     assert second.resume()
+    return straight, second
+
+
+def test_resume_in_the_adversarial_stage_reproduces_an_uninterrupted_run(photos: Path, tmp_path: Path):
+    """Stage C split by a resume equals stage C straight: the discriminator's weights travel in the
+    state and its one-element bias resumes (session 16's first stage-C resume crashed on the H200)."""
+    straight, second = _straight_and_resumed(photos, tmp_path, stage="C", steps=2, perceptual="none")
     assert second.fit()["step"] == 2
     a, b = _snapshot(straight), _snapshot(second)
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
@@ -333,13 +338,8 @@ def test_gain_options_are_checked_and_parsed(photos: Path, tmp_path: Path):
 
 def test_resume_keeps_the_gains_own_learning_rate(photos: Path, tmp_path: Path):
     """The gains' second optimizer group (and its lr_mult) survives a save and resume exactly."""
-    kw = dict(gain_lr_mult=30.0, gain_ladder=(0.25, 0.5, 1.0, 2.0))
-    straight = Trainer(_opts(photos, tmp_path / "straight", **kw))
-    straight.fit()
-    first = Trainer(_opts(photos, tmp_path / "split", **kw))
-    assert first.fit(until_step=1)["stop"] == "until_step"
-    second = Trainer(_opts(photos, tmp_path / "split", **kw))
-    assert second.resume()
+    straight, second = _straight_and_resumed(photos, tmp_path, gain_lr_mult=30.0,
+                                             gain_ladder=(0.25, 0.5, 1.0, 2.0))
     assert [g.get("lr_mult", 1.0) for g in second.optimizers["main"].param_groups] == [1.0, 30.0]
     second.fit()
     a, b = _snapshot(straight), _snapshot(second)
