@@ -23,9 +23,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _decoding(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model to decode with (default: the archive's)")
-    parser.add_argument("--decoder", choices=DECODERS, default="perceptual",
-                        help="the model's DC-AE decoder to decode with: perceptual (default) or fidelity "
-                             "(higher PSNR, where the model ships one)")  # fmt: skip
+    parser.add_argument("--decoder", choices=DECODERS, default=None,
+                        help="the model's DC-AE decoder to decode with: perceptual or fidelity (higher "
+                             "PSNR, where the model ships one); default: the one the archive was written "
+                             "with (perceptual unless its model was NAME:fidelity)")  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
                         help="refuse payloads above N pixels (bounds decoding memory for an untrusted "

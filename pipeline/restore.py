@@ -45,14 +45,20 @@ def output_names(keys: list[str]) -> dict[str, str]:
 
 
 def archive_model(location: Location, model: str | None, decoder: str | None = None) -> str:
-    """The model to decode with: the one given, else the one the archive was written with; with
-    ``decoder`` (``fidelity``), that model's other DC-AE decoder (``NAME:fidelity``, ``load_codec``)."""
+    """The model to decode with: the one given, else the one the archive was written with (which may
+    name a decoder, ``ditic-small:fidelity``); ``decoder`` (``perceptual``, ``fidelity``), when given,
+    picks that model's DC-AE decoder instead (``NAME:fidelity``, ``load_codec``)."""
     if not model:
         record = load_job_record(location)
         if record is None or not record.get("settings", {}).get("model"):
             raise ValueError(f"{location.url} has no job.json naming its model; pass --model")
         model = record["settings"]["model"]
-    return f"{model}:{decoder}" if decoder and decoder != "perceptual" else model
+    if decoder is None:
+        return model
+    from codec.api import split_decoder
+
+    name = split_decoder(model)[0]
+    return name if decoder == "perceptual" else f"{name}:{decoder}"
 
 
 def _payload_range(row: dict[str, Any]) -> tuple[int, int]:

@@ -126,8 +126,11 @@ def test_cli_and_restore_take_the_decoder(both_path: Path, image: np.ndarray, tm
     fidelity = load_codec(both_path, decoder="fidelity")
     decoded = fidelity.decode([payload.read_bytes()])[0].convert("RGB")
     assert np.array_equal(np.asarray(decoded), outs["fidelity"])
-    assert archive_model(None, "ditic-small", "fidelity") == "ditic-small:fidelity"  # type: ignore[arg-type]
-    assert archive_model(None, "ditic-small", "perceptual") == "ditic-small"  # type: ignore[arg-type]
+    for model, decoder, expected in [("ditic-small", "fidelity", "ditic-small:fidelity"),
+                                     ("ditic-small", None, "ditic-small"),
+                                     ("ditic-small:fidelity", None, "ditic-small:fidelity"),  # the archive's
+                                     ("ditic-small:fidelity", "perceptual", "ditic-small")]:  # fmt: skip
+        assert archive_model(None, model, decoder) == expected  # type: ignore[arg-type]
 
 
 def test_the_embedded_model_ships_both_decoders_within_the_cap(image: np.ndarray):
