@@ -346,7 +346,9 @@ class DiTIC(nn.Module):
     def use_decoder(self, kind: str) -> None:
         """Decode with the ``perceptual`` DC-AE decoder (the trained default) or the ``fidelity`` one (a
         config with ``vae.fidelity_decoder``). The latent, hence every payload, is the same for both;
-        the two modules trade places, so every decode path (tiles, graphs, compile) follows."""
+        the two modules trade places, so every decode path (tiles, graphs, compile) follows. Choose before
+        a ``Codec`` is built on the model (``load_codec(…, decoder=)``): graphs captured earlier keep the
+        decoder they captured."""
         if kind not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {kind!r}")
         if kind != "perceptual" and not self.cfg.vae.fidelity_decoder:
