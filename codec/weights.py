@@ -144,8 +144,10 @@ def save_checkpoint(
         raise ValueError("swap the perceptual decoder back (model.use_decoder('perceptual')) before saving")
     model.update(force=True)  # the coding tables travel with the weights, rebuilt for these weights
     state = canonical_state_dict(model)
-    stored = _stored_dtype({k: v for k, v in state.items() if k.startswith(tuple(int8))})
+    int8_meta = {}
     if int8:
+        stored = _stored_dtype({k: v for k, v in state.items() if k.startswith(tuple(int8))})
+        int8_meta = {"int8_dtype": str(stored).removeprefix("torch.")}
         state = quantize_int8(state, tuple(int8))
     digest = weights_hash(state)
     metadata = {
@@ -156,7 +158,7 @@ def save_checkpoint(
         "weights_sha256": digest,
         "model_id": digest[:MODEL_ID_CHARS],
         "trained": "true" if trained else "false",
-        **({"int8_dtype": str(stored).removeprefix("torch.")} if int8 else {}),
+        **int8_meta,
         **(extra or {}),
     }
     path = Path(path)
