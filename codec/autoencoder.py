@@ -90,10 +90,14 @@ DEFAULT_DECODE_MEMORY_GIB = 4.0  # the default budget on CUDA; elsewhere no budg
 LIVE_TENSORS = {4: 4.6, 2: 6.8}  # full-width tensors live per output pixel at the peak, by element size
 _BLEND_BYTES = 7 * 4  # per tile pixel, float32: the piece (upcast), its weights, the weighted piece
 GIB = 2**30
-DECODE_PLANS = ("auto", "split", "tiles")  # plan_for's kinds
+DECODE_PLANS = ("auto", "split", "halo", "tiles")  # plan_for's kinds
 # widest tensors (of the global part, per output pixel) live at its peak, by element size: measured 23-24
 # in float32 and ~40 in bfloat16 (the linear attention's float32 upcast), CPU, the three named configs
 GLOBAL_LIVE_TENSORS = {4: 26.0, 2: 44.0}
+# a carried strip (``_carry_local``) holds a conv's input and its copy below the rows handed on at once:
+# one full-width tensor more than a halo window's ~4.6 (fp32; CPU peaks of official-like strips 1-8%
+# over the halo windows' estimate at a 1x factor, tests/codec/test_carried_strips.py)
+CARRY_FACTOR = 1.25
 
 
 def build_vae(cfg: CodecConfig) -> nn.Module:
@@ -238,6 +242,7 @@ def plan_decode(
     out_itemsize: int = 4,
     split: SplitSpec | None = None,
     stream: bool = False,
+    carry: bool = True,
 ) -> DecodePlan:
     """The decode of a (batch, C, h, w) latent within ``budget_bytes`` (``math.inf``: whole, one call).
 
@@ -246,7 +251,8 @@ def plan_decode(
     fits) blended tiles: the fewest whose single piece fits (ties: the fewest decoded pixels, then row
     strips), then as many pieces per call as fit, spread over equal calls. The split's global part runs
     whole where it fits, else streamed in row windows (``split.stream``); ``stream`` always streams it
-    (a compiled decoder: the streamed steps are what it compiles). ``tile`` fixes a square tile
+    (a compiled decoder: the streamed steps are what it compiles); ``carry`` runs the local strips
+    carried (``_carry_local``) where they fit, else in halo windows. ``tile`` fixes a square tile
     side instead (and so blended tiles). Raises ``LimitExceededError`` when not even the smallest tile
     fits the budget.
     """
@@ -269,7 +275,10 @@ def plan_decode(
         if per_call:
             return dataclasses.replace(plan, per_call=per_call)
         if not plan.tiled and split is not None and tile is None and bytes_per_pixel is not None:
-            strips = _split_plan((h, w), batch, split, bytes_per_pixel, budget_bytes, out_itemsize, stream)
+            args = ((h, w), batch, split, bytes_per_pixel, budget_bytes, out_itemsize, stream)
+            strips = _split_plan(*args, carry) if carry else None
+            if strips is None:  # a carried strip is estimated heavier: halo windows may still fit
+                strips = _split_plan(*args, False)
             if strips is not None:  # whole did not fit: the exact split before blended tiles
                 return strips
     smallest = min(plans, key=lambda p: p.estimated_bytes)
@@ -315,8 +324,10 @@ def plan_for(
     """``decode_latent``'s plan for this latent, or for a (shape, dtype, device) of one: see there.
 
     ``kind`` (None: the ``DITIC_DECODE_PLAN`` environment variable, else "auto"): past the budget,
-    "auto" takes the exact split where the decoder has one, else blended tiles; "tiles" always blended
-    tiles (session 5's plan, to compare); "split" the split or a ``LimitExceededError``."""
+    "auto" takes the exact split where the decoder has one (its local strips carried), else blended
+    tiles; "tiles" always blended tiles (session 5's plan, to compare); "split" the split or a
+    ``LimitExceededError``; "halo" as "split", but its local strips in halo windows (sessions 8-16's
+    split, to compare)."""
     if isinstance(latent, Tensor):
         latent = (latent.shape, latent.dtype, latent.device)
     shape, dtype, device = latent
@@ -341,9 +352,9 @@ def plan_for(
     split = split_spec(decoder, dtype) if usable else None
     plan = plan_decode((shape[-2], shape[-1]), batch=shape[0], bytes_per_pixel=bytes_per_pixel,
                        budget_bytes=budget, overlap=overlap, tile=tile, out_itemsize=itemsize,
-                       split=split, stream=compiled)  # fmt: skip
-    if kind == "split" and plan.tiled and not isinstance(plan, SplitPlan):
-        raise LimitExceededError(f"no split decode fits: {plan.describe()} (decode plan kind 'split')")
+                       split=split, stream=compiled, carry=kind != "halo")  # fmt: skip
+    if kind in ("split", "halo") and plan.tiled and not isinstance(plan, SplitPlan):
+        raise LimitExceededError(f"no split decode fits: {plan.describe()} (decode plan kind {kind!r})")
     return plan
 
 
@@ -656,6 +667,90 @@ def _local_part(decoder: nn.Module, stage: int, features: Tensor) -> Tensor:
     return decoder.conv_out(decoder.conv_act(x))
 
 
+# --- the local part in carried strips: rows handed on, not recomputed ---------------------------------
+#
+# A 3x3 conv needs one row either side of each output row. Run top to bottom, a conv can keep the last
+# 2r rows of its input (its zero padding on the first strip) and put them above the next strip's rows,
+# so every output row is computed once. Each conv then lags r rows behind its input; a residual adds its
+# skip rows from a queue that lags as much. The rows a strip hands on are the state (``states``, in the
+# order the modules run); the first strip's output is ``lag`` px short and the last's that much longer.
+# Unlike halo windows, nothing is computed twice: 1.00x the pixels at any strip count.
+
+
+def _carry_conv(conv: nn.Conv2d, x: Tensor, old: list[Tensor] | None, new: list[Tensor], last: bool
+                ) -> Tensor:  # fmt: skip
+    """``conv`` on ``x``'s rows, below the rows the previous strip handed on (zeros above the first), and
+    zeros below the last strip: ``2 r`` fewer rows than it is given."""
+    r = conv.dilation[0] * (conv.kernel_size[0] - 1) // 2
+    pad = conv.dilation[1] * (conv.kernel_size[1] - 1) // 2
+    zeros = torch.zeros_like(x[:, :, :1]).expand(-1, -1, r, -1) if r else None
+    parts = [zeros if old is None else old[len(new)], x]
+    if last and r:
+        parts.append(zeros)
+    x = torch.cat([p for p in parts if p is not None], dim=2)
+    new.append(x[:, :, x.shape[2] - 2 * r :].clone())  # a copy: the view would keep the whole strip alive
+    return nn.functional.conv2d(x, conv.weight, conv.bias, 1, (0, pad), conv.dilation, conv.groups)
+
+
+def _carry_skip(skip: Tensor, rows: int, old: list[Tensor] | None, new: list[Tensor]) -> Tensor:
+    """The first ``rows`` rows of the skip rows queued (those held back, then ``skip``); holds the rest."""
+    queue = skip if old is None else torch.cat([old[len(new)], skip], dim=2)
+    new.append(queue[:, :, rows:].clone())
+    return queue[:, :, :rows]
+
+
+def _carry_module(module: nn.Module, x: Tensor, old: list[Tensor] | None, new: list[Tensor], last: bool
+                  ) -> Tensor:  # fmt: skip
+    """One module of the local part (those ``_rows_in`` accepts) on a strip, diffusers' computation."""
+    from diffusers.models.autoencoders.autoencoder_dc import DCUpBlock2d, ResBlock
+
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            x = _carry_module(child, x, old, new, last)
+        return x
+    if isinstance(module, ResBlock):  # RMSNorm (checked by _rows_in): per pixel, over channels
+        y = _carry_conv(module.conv1, x, old, new, last)
+        y = _carry_conv(module.conv2, module.nonlinearity(y), old, new, last)
+        y = module.norm(y.movedim(1, -1)).movedim(-1, 1)
+        return y + _carry_skip(x, y.shape[2], old, new)
+    if isinstance(module, DCUpBlock2d):
+        if module.interpolate:
+            y = nn.functional.interpolate(x, scale_factor=module.factor, mode=module.interpolation_mode)
+            y = _carry_conv(module.conv, y, old, new, last)
+        else:
+            y = nn.functional.pixel_shuffle(_carry_conv(module.conv, x, old, new, last), module.factor)
+        if not module.shortcut:
+            return y
+        s = x.repeat_interleave(module.repeats, dim=1, output_size=x.shape[1] * module.repeats)
+        return y + _carry_skip(nn.functional.pixel_shuffle(s, module.factor), y.shape[2], old, new)
+    if isinstance(module, nn.Conv2d):
+        return _carry_conv(module, x, old, new, last)
+    if isinstance(module, _POINTWISE):
+        return module(x)
+    raise _NotLocal(module)
+
+
+def _carry_local(decoder: nn.Module, stage: int, strip: Tensor, states: list[Tensor] | None, last: bool
+                 ) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+    """``_local_part`` on one strip of the split features, in order from the top: (the output rows it
+    completes, the rows it hands on to the next strip). ``states`` None: the first strip; ``last``: the
+    last one, which completes every remaining row."""
+    new: list[Tensor] = []
+    x = strip
+    for block in reversed(decoder.up_blocks[:stage]):
+        x = _carry_module(block, x, states, new, last)
+    x = decoder.norm_out(x.movedim(1, -1)).movedim(-1, 1)
+    return _carry_module(decoder.conv_out, decoder.conv_act(x), states, new, last), new
+
+
+def _carry_starts(rows: int, count: int, halo: int) -> tuple[int, ...]:
+    """Starts of ``count`` (or fewer) carried strips over ``rows`` feature rows: one height but for the
+    last, the first at least ``halo + 1`` rows (its output lags by up to ``halo`` rows of it)."""
+    height = -(-rows // max(1, count))
+    first = min(rows, max(height, halo + 1))
+    return (0, *range(first, rows, height))
+
+
 @dataclass(frozen=True)
 class SplitPlan:
     """The exact decode in strips: the global part of ``per_call`` images at once on their whole latents
@@ -671,6 +766,7 @@ class SplitPlan:
     bytes_per_pixel: float
     out_itemsize: int = 4
     global_strips: int = 0  # 0: the global part whole; n: streamed in n row windows per module
+    carry: bool = False  # the local strips hand rows on (``_carry_local``) instead of recomputing a halo
 
     @property
     def feature_rows(self) -> int:
@@ -679,7 +775,11 @@ class SplitPlan:
     @property
     def strips(self) -> tuple[tuple[int, int, int, int], ...]:
         """(first, end, window first, window end) feature rows of each strip: its window holds the halo
-        either side where the image goes on, all windows one height (shifted inwards at the edges)."""
+        either side where the image goes on, all windows one height (shifted inwards at the edges); a
+        carried strip's window is the strip itself."""
+        if self.carry:
+            ends = (*self.starts[1:], self.feature_rows)
+            return tuple((a, b, a, b) for a, b in zip(self.starts, ends, strict=True))
         return _windows(self.feature_rows, len(self.starts), self.split.halo, self.starts)
 
     @property
@@ -697,8 +797,14 @@ class SplitPlan:
 
     @property
     def call_pixels(self) -> int:
-        """Output pixels, halo included, of the largest call of the local part."""
+        """Output pixels, halo included, of the largest call of the local part. A carried strip is
+        counted with both halos too (the rows handed on and the last strip's lagging ones stand in them),
+        but the first with one: its output is short by the lag, its only extra rows the zeros on top."""
         rows = max(hi - lo for _, _, lo, hi in self.strips)
+        if self.carry:
+            heights = [b - a for a, b, _, _ in self.strips]
+            rows = max(heights[0] + self.split.halo, max(heights[1:], default=0) + 2 * self.split.halo)
+            rows = min(self.feature_rows, rows)
         return self.per_call * rows * self.split.scale * self._width_px
 
     @property
@@ -735,9 +841,10 @@ class SplitPlan:
 
     @property
     def local_bytes(self) -> float:
-        """The split features and one call of the local part (``bytes_per_pixel`` per output px)."""
+        """The split features and one call of the local part (``bytes_per_pixel`` per output px, times
+        ``CARRY_FACTOR`` for a carried strip: a conv's input and its copy below the handed-on rows)."""
         features = self.per_call * self._image_px * self.split.feature_bytes
-        return features + self.call_pixels * self.bytes_per_pixel
+        return features + self.call_pixels * self.bytes_per_pixel * (CARRY_FACTOR if self.carry else 1.0)
 
     def describe(self) -> str:
         h, w = self.latent_size
@@ -748,9 +855,10 @@ class SplitPlan:
         local = f"{self.tiles} strips"
         if self.global_strips:
             local = f"global {windows}, local {local}"
+        halo = "rows carried" if self.carry else f"+{self.split.halo} halo rows"
         return (
             f"{w * DOWNSCALE}x{h * DOWNSCALE}x{self.batch}: {kind} at 1/{self.split.scale}: "
-            f"{local} of {rows} rows (+{self.split.halo} halo rows), {self.calls} call(s) of "
+            f"{local} of {rows} rows ({halo}), {self.calls} call(s) of "
             f"{self.per_call}, "
             f"{self.decoded_pixels / (self.batch * h * w * DOWNSCALE**2):.2f}x the pixels, "
             f"est. {self.estimated_bytes / GIB:.2f} GiB"
@@ -762,15 +870,23 @@ DecodePlan = TilePlan | SplitPlan
 
 def _split_plan(
     latent_size: tuple[int, int], batch: int, split: SplitSpec, bytes_per_pixel: float, budget_bytes: float,
-    out_itemsize: int, stream: bool = False,
+    out_itemsize: int, stream: bool = False, carry: bool = True,
 ) -> SplitPlan | None:  # fmt: skip
-    """The fewest local strips (heights as equal as possible) whose call fits the budget, with as many
-    images per call as fit, and the global part whole where it fits beside the output (unless
-    ``stream``), else streamed in the fewest windows that fit; None where nothing fits."""
+    """The fewest local strips whose call fits the budget, with as many images per call as fit, and the
+    global part whole where it fits beside the output (unless ``stream``), else streamed in the fewest
+    windows that fit; None where nothing fits. ``carry``: strips that hand rows on (``_carry_starts``:
+    one height but the last), else halo windows (heights as equal as possible)."""
     rows = latent_size[0] * DOWNSCALE // split.scale
+    tried = set()
     for count in range(2, rows + 1):
-        starts = tuple(k * rows // count for k in range(count))  # heights differ by at most one row
-        plan = SplitPlan(latent_size, batch, split, starts, 1, bytes_per_pixel, out_itemsize)
+        if carry:
+            starts = _carry_starts(rows, count, split.halo)
+            if len(starts) < 2 or starts in tried:
+                continue
+            tried.add(starts)
+        else:
+            starts = tuple(k * rows // count for k in range(count))  # heights differ by at most one row
+        plan = SplitPlan(latent_size, batch, split, starts, 1, bytes_per_pixel, out_itemsize, carry=carry)
         fits = 0
         while fits < batch and _fit_global(dataclasses.replace(plan, per_call=fits + 1), budget_bytes,
                                            stream):  # fmt: skip
@@ -827,6 +943,10 @@ def _run_split(decoder: nn.Module, latent: Tensor, plan: SplitPlan) -> Tensor:
             features = _global_part(decoder, spec.stage, group)
         if features.shape[-2:] != (h * DOWNSCALE // s, w * DOWNSCALE // s):
             raise ValueError(f"split features {tuple(features.shape)} do not fit the plan: {plan.describe()}")
+        if plan.carry:
+            out = _run_carried(decoder, spec.stage, features, plan, steps, out, first, latent.shape[0])
+            del features
+            continue
         for a, b, lo, hi in plan.strips:
             piece = steps("local")(decoder, spec.stage, features[:, :, lo:hi])
             if out is None:
@@ -834,6 +954,23 @@ def _run_split(decoder: nn.Module, latent: Tensor, plan: SplitPlan) -> Tensor:
             out[first : first + group.shape[0], :, a * s : b * s] = piece[:, :, (a - lo) * s : (b - lo) * s]
             del piece  # not alive through the next strip's call
         del features
+    return out
+
+
+def _run_carried(decoder: nn.Module, stage: int, features: Tensor, plan: SplitPlan, steps: _Steps,
+                 out: Tensor | None, first: int, batch: int) -> Tensor:  # fmt: skip
+    """The local part of one group of images (``out[first:]``) in ``plan``'s carried strips, top down."""
+    h, w = plan.latent_size
+    states, row = None, 0
+    for a, b, _, _ in plan.strips:
+        piece, states = steps("carry")(decoder, stage, features[:, :, a:b], states, b == plan.feature_rows)
+        if out is None:
+            out = piece.new_empty((batch, piece.shape[1], h * DOWNSCALE, w * DOWNSCALE))
+        out[first : first + features.shape[0], :, row : row + piece.shape[2]] = piece
+        row += piece.shape[2]
+        del piece
+    if row != h * DOWNSCALE:
+        raise RuntimeError(f"carried strips put out {row} rows, not {h * DOWNSCALE}: {plan.describe()}")
     return out
 
 
@@ -930,7 +1067,8 @@ def _call_module(module: nn.Module, window: Tensor) -> Tensor:
     return module(window)
 
 
-_STEP_FUNCTIONS = {"sums": _evit_sums, "apply": _evit_apply, "module": _call_module, "local": _local_part}
+_STEP_FUNCTIONS = {"sums": _evit_sums, "apply": _evit_apply, "module": _call_module, "local": _local_part,
+                   "carry": _carry_local}  # fmt: skip
 _COMPILE_OPTIONS: dict[str, Any] = {"dynamic": False}  # tests swap in backend="eager" (no C++ on CPU runs)
 
 

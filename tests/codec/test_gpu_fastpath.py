@@ -150,7 +150,8 @@ def test_decode_only_leaves_the_encoders_and_fp32_originals_off_the_gpu(photos: 
 
 def test_compiled_streamed_split_is_faithful(photos: list[np.ndarray]) -> None:
     """A compiled bf16 codec under a budget below its whole decode runs the streamed split (its steps
-    through torch.compile) and decodes within 40 dB of the fp32 eager whole decode; the same payloads
+    through torch.compile), its local strips carried, and decodes within 40 dB of the fp32 eager whole
+    decode, as it does with the strips in halo windows (the kind "halo"); the same payloads
     through session 5's blended tiles stay selectable (``decode_plan_kind``)."""
     from codec.autoencoder import SplitPlan, TilePlan
 
@@ -162,7 +163,11 @@ def test_compiled_streamed_split_is_faithful(photos: list[np.ndarray]) -> None:
     full = compiled.decode_plan(512, 384, batch).estimated_bytes / 2**30
     compiled.decode_memory_gib = 0.5 * full
     plan = compiled.decode_plan(512, 384, batch)
-    assert isinstance(plan, SplitPlan) and plan.global_strips >= 1, plan.describe()
+    assert isinstance(plan, SplitPlan) and plan.global_strips >= 1 and plan.carry, plan.describe()
+    for x, y in zip(whole, compiled.decode(payloads), strict=True):
+        assert float(psnr(np.asarray(y), x)[0]) >= 40.0
+    compiled.decode_plan_kind = "halo"  # the local strips in halo windows instead of carried
+    assert not compiled.decode_plan(512, 384, batch).carry
     for x, y in zip(whole, compiled.decode(payloads), strict=True):
         assert float(psnr(np.asarray(y), x)[0]) >= 40.0
     compiled.decode_plan_kind = "tiles"  # selectable; at 512x384 one tile is the whole image, and the
