@@ -947,22 +947,26 @@ def _run_split(decoder: nn.Module, latent: Tensor, plan: SplitPlan) -> Tensor:
     out = None
     for first in range(0, latent.shape[0], plan.per_call):
         group = latent[first : first + plan.per_call]
-        if plan.global_strips:
-            features = _stream_global(decoder, spec.stage, group, plan.global_strips, steps)
-        else:
-            features = _global_part(decoder, spec.stage, group)
+        with torch.profiler.record_function("dcae.split.global"):  # labels for tools/streamed_decode.py
+            if plan.global_strips:
+                features = _stream_global(decoder, spec.stage, group, plan.global_strips, steps)
+            else:
+                features = _global_part(decoder, spec.stage, group)
         if features.shape[-2:] != (h * DOWNSCALE // s, w * DOWNSCALE // s):
             raise ValueError(f"split features {tuple(features.shape)} do not fit the plan: {plan.describe()}")
         if plan.carry:
-            out = _run_carried(decoder, spec.stage, features, plan, steps, out, first, latent.shape[0])
+            with torch.profiler.record_function("dcae.split.local"):
+                out = _run_carried(decoder, spec.stage, features, plan, steps, out, first, latent.shape[0])
             del features
             continue
-        for a, b, lo, hi in plan.strips:
-            piece = steps("local")(decoder, spec.stage, features[:, :, lo:hi])
-            if out is None:
-                out = piece.new_empty((latent.shape[0], piece.shape[1], h * DOWNSCALE, w * DOWNSCALE))
-            out[first : first + group.shape[0], :, a * s : b * s] = piece[:, :, (a - lo) * s : (b - lo) * s]
-            del piece  # not alive through the next strip's call
+        with torch.profiler.record_function("dcae.split.local"):
+            for a, b, lo, hi in plan.strips:
+                piece = steps("local")(decoder, spec.stage, features[:, :, lo:hi])
+                if out is None:
+                    out = piece.new_empty((latent.shape[0], piece.shape[1], h * DOWNSCALE, w * DOWNSCALE))
+                rows = slice((a - lo) * s, (b - lo) * s)
+                out[first : first + group.shape[0], :, a * s : b * s] = piece[:, :, rows]
+                del piece  # not alive through the next strip's call
         del features
     return out
 

@@ -10,7 +10,9 @@ codec's compiled streamed split (its decode forced past a budget of 0.6 of the w
 estimate) against the fp32 eager whole decode of the same latent: PSNR on [-1, 1] images and max abs
 diff, and the fp32 eager streamed split against the fp32 whole (max abs diff). ``--points``
 SIZE:GIB:KIND: the plan, its estimate, the first call (compiles), the median of ``--repeats`` calls
-and the peak allocated over what was resident (CUDA), per point. Prints JSON lines, writes ``--out``
+and the peak allocated over what was resident (CUDA), per point; ``--profile``: one more decode per
+point under torch.profiler, with the split's global and local parts' device times (``dcae.split.*``)
+and the top kernels (``profiles/*.txt`` beside ``--out``). Prints JSON lines, writes ``--out``
 (JSON) and beside it a Markdown table.
 """
 
@@ -47,7 +49,8 @@ def _decode(codec, z: torch.Tensor, gib: float, kind: str) -> torch.Tensor:  # n
     return autoencoder.decode_latent(codec.model.vae, z, True, budget_bytes=gib * autoencoder.GIB, kind=kind)
 
 
-def point(codec, size: int, gib: float, kind: str, repeats: int) -> dict:  # noqa: ANN001
+def point(codec, size: int, gib: float, kind: str, repeats: int, profile_dir: Path | None = None
+          ) -> dict:  # noqa: ANN001
     z = _latent(codec, size)
     vae, dev = codec.model.vae, codec.device
     plan = autoencoder.plan_for(vae, z, True, budget_bytes=gib * autoencoder.GIB, kind=kind)
@@ -77,7 +80,30 @@ def point(codec, size: int, gib: float, kind: str, repeats: int) -> dict:  # noq
             row["peak_total_gib"] = torch.cuda.max_memory_allocated() / autoencoder.GIB
             row["reserved_gib"] = torch.cuda.max_memory_reserved() / autoencoder.GIB
             row["resident_gib"] = resident / autoencoder.GIB
+        if profile_dir is not None:
+            row.update(_profile(codec, z, gib, kind, profile_dir / f"{size}-{gib:g}-{kind}.txt"))
     return row
+
+
+def _profile(codec, z: torch.Tensor, gib: float, kind: str, path: Path) -> dict:  # noqa: ANN001
+    """One more decode under torch.profiler: the device time of the split's global and local parts
+    (``dcae.split.*`` labels) and of every kernel; the top kernels go to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if codec.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        _decode(codec, z, gib, kind)
+        _sync(codec.device)
+    events = prof.key_averages()
+    attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
+    regions = {e.key: getattr(e, attr) / 1e3 for e in events if e.key.startswith("dcae.split.")}
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(events.table(sort_by=attr, row_limit=30, max_name_column_width=90))
+    out = {f"{k.removeprefix('dcae.split.')}_device_ms": v for k, v in regions.items()}
+    out["kernels_device_ms"] = sum(getattr(e, "self_" + attr) for e in kernels) / 1e3
+    out["kernel_launches"] = sum(e.count for e in kernels)
+    return out
 
 
 def exactness(codec, size: int) -> dict:  # noqa: ANN001
@@ -144,6 +170,8 @@ def main() -> int:
     parser.add_argument("--points", default="", help="comma-separated SIZE:GIB:KIND")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("out/streamed-decode.json"))
+    parser.add_argument("--profile", action="store_true",
+                        help="one more decode per point under torch.profiler: region and kernel times")
     args = parser.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -164,7 +192,8 @@ def main() -> int:
     for text in filter(None, args.points.split(",")):
         size, gib, kind = text.split(":")
         try:
-            keep(point(codec, int(size), float(gib), kind, args.repeats))
+            keep(point(codec, int(size), float(gib), kind, args.repeats,
+                       args.out.parent / "profiles" if args.profile else None))  # fmt: skip
         except Exception as error:  # noqa: BLE001 - a point that does not fit (or fails) must not end the run
             keep({"size": int(size), "budget_gib": float(gib), "kind": kind, "error": repr(error)[:300]})
             if device == "cuda":
