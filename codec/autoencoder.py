@@ -10,9 +10,13 @@ fits the budget. Past that, two plans:
   convs and per-pixel RMSNorm, nearest-x2 upsampling blocks, the output head) are local with a finite
   receptive field. ``split_spec`` finds that split from the modules and counts the local part's halo
   in feature rows at the split (7 rows at 1/8 for ditic-official). The global part runs on the whole
-  latent; the local part on horizontal strips of its features, each with the halo where the image goes
-  on, cropped back, so the result equals the whole decode up to float rounding. The fewest strips of
-  near-equal height whose call fits, as many images per call as fit. It runs the ``Decoder`` module's
+  latent; the local part on horizontal strips of its features, top down, *carried* (``_carry_local``):
+  each conv keeps the last rows of its input and puts them above the next strip's, each residual queues
+  its skip rows, so every pixel is decoded once and the result equals the whole decode up to float
+  rounding. A carried strip is estimated heavier than a halo window (``CARRY_FACTOR``); where none fits,
+  or with ``kind="halo"``, the strips are windows with the halo either side, cropped back (sessions
+  8-16's split: 1.1-1.8x the pixels at 2048²). The fewest strips whose call fits, as many images per
+  call as fit. It runs the ``Decoder`` module's
   parts, never a graph-replayed whole decoder. Its estimate adds the global part's peak
   (``GLOBAL_LIVE_TENSORS`` of its widest tensor per pixel, measured on CPU), which for ditic-official
   at 1/8 is not small (2.77 GiB at 2048² in bf16). Where that does not fit, the global part is
