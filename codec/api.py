@@ -365,16 +365,20 @@ class Codec:
         latent_shape = (first.coded_height // PAD_MULTIPLE, first.coded_width // PAD_MULTIPLE)
         start = time.perf_counter()
         latent_hat = self.latent_hat([s for _, s, _ in batch], latent_shape, first.quality)
-        pixels = image.to_uint8(self.decode_pixels(latent_hat))
+        images = self.to_images(self.decode_pixels(latent_hat), batch)
         total_ms = (time.perf_counter() - start) * 1e3
         entropy_ms = self.model.codec.coding_seconds * 1e3
-        out = []
-        for (header, _, metadata), rgb in zip(batch, pixels, strict=True):
-            restored = image.restore(
-                np.ascontiguousarray(rgb[: header.height, : header.width]), header, metadata
-            )
-            out.append(DecodedItem(restored, (total_ms - entropy_ms) / len(batch), entropy_ms / len(batch)))
-        return out
+        dec_ms = (total_ms - entropy_ms) / len(batch)
+        return [DecodedItem(im, dec_ms, entropy_ms / len(batch)) for im in images]
+
+    @staticmethod
+    def to_images(x_hat: torch.Tensor, batch: list[tuple[bitstream.Header, list[bytes], dict]]
+                  ) -> list[Image.Image]:  # fmt: skip
+        """Decoded pixels (B, 3, H, W) in [-1, 1] as the payloads' images (``bitstream.unpack``'s
+        tuples): uint8 on the host, cropped to the header's size, in its mode, with its metadata back."""
+        pixels = image.to_uint8(x_hat)
+        return [image.restore(np.ascontiguousarray(rgb[: header.height, : header.width]), header, metadata)
+                for (header, _, metadata), rgb in zip(batch, pixels, strict=True)]  # fmt: skip
 
     @torch.no_grad()
     def latent_hat(

@@ -197,20 +197,24 @@ def _steady_peak(device: str, fn) -> float:  # noqa: ANN001
 
 def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[str, float]:  # noqa: ANN001
     """Median ms of the decode split for one payload, each stage as the codec runs it: entropy decoding,
-    heads + DiT step (one CUDA graph on a GPU), DC-AE decode."""
+    heads + DiT step (one CUDA graph on a GPU), DC-AE decode, and the pixels to the host as the image."""
     from codec import bitstream
     from codec.model import PAD_MULTIPLE
 
-    header, strings, _ = bitstream.unpack(payloads[0])
+    unpacked = bitstream.unpack(payloads[0])
+    header, strings, _ = unpacked
     shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
     model, dtype = codec.model, codec.dtype
-    split: dict[str, list[float]] = {"entropy_ms": [], "heads_dit_ms": [], "vae_decode_ms": []}
+    stages = ("entropy_ms", "heads_dit_ms", "vae_decode_ms", "to_host_ms")
+    split: dict[str, list[float]] = {k: [] for k in stages}
     for _ in range(repeats):
         (y_hat, y_scales), a = clock(model.decompress_latent, [strings], shape, header.quality)
         inverse = model.codec.inverse_gain_for(header.quality, 1, y_hat.device, dtype)
         latent_hat, b = clock(codec._dit_step, y_hat.to(dtype), y_scales.to(dtype), inverse)
-        _, c = clock(codec.decode_pixels, latent_hat)
-        for key, ms in zip(split, (a, b, c), strict=True):
+        x_hat, c = clock(codec.decode_pixels, latent_hat)
+        _, d = clock(codec.to_images, x_hat, [unpacked])
+        del x_hat
+        for key, ms in zip(split, (a, b, c, d), strict=True):
             split[key].append(ms)
     return {k: statistics.median(v) for k, v in split.items()} | _dc_ae_memory(codec, latent_hat, header)
 
@@ -519,8 +523,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
 COLUMNS = [("model", "model"), ("dtype", "dtype"), ("size", None), ("batch", "batch"),
            ("enc ms p50", "enc_ms_p50"), ("dec ms p50", "dec_ms_p50"), ("dec ms p99", "dec_ms_p99"),
            ("enc img/s", "enc_images_s"), ("dec img/s", "dec_images_s"),
-           ("entropy / heads+DiT / DC-AE ms", None), ("peak GiB enc/dec", None), ("steady dec GiB", None),
-           ("reserved GiB enc/dec", None)]  # fmt: skip
+           ("entropy / heads+DiT / DC-AE / to host ms", None), ("peak GiB enc/dec", None),
+           ("steady dec GiB", None), ("reserved GiB enc/dec", None)]  # fmt: skip
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -538,7 +542,8 @@ def markdown_table(rows: list[dict]) -> str:
                 notes += [r["decode_budget"]] if "decode_budget" in r else []
                 cells.append(f"{r['width']}x{r['height']}" + (f" ({', '.join(notes)})" if notes else ""))
             elif title.startswith("entropy"):
-                parts = [r.get(k) for k in ("entropy_ms", "heads_dit_ms", "vae_decode_ms")]
+                parts = [r.get(k) for k in ("entropy_ms", "heads_dit_ms", "vae_decode_ms", "to_host_ms")]
+                parts = parts if parts[-1] is not None else parts[:-1]  # rows from before session 17
                 cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
             elif title.startswith("steady"):
                 cells.append(f"{r.get('dec_steady_peak_gib', float('nan')):.2f}")
