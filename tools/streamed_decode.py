@@ -86,8 +86,10 @@ def point(codec, size: int, gib: float, kind: str, repeats: int, profile_dir: Pa
 
 
 def _profile(codec, z: torch.Tensor, gib: float, kind: str, path: Path) -> dict:  # noqa: ANN001
-    """One more decode under torch.profiler: the device time of the split's global and local parts
-    (``dcae.split.*`` labels) and of every kernel; the top kernels go to ``path``."""
+    """One more decode under torch.profiler: the device and host time of the split's global and local
+    parts (``dcae.split.*`` labels: the host-side range, whose device total is its kernels'; the profiler
+    also lists a device-side copy of each range whose total is not), and of every kernel; the top kernels
+    go to ``path``."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if codec.device.type == "cuda" else [])
@@ -96,11 +98,15 @@ def _profile(codec, z: torch.Tensor, gib: float, kind: str, path: Path) -> dict:
         _sync(codec.device)
     events = prof.key_averages()
     attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
-    regions = {e.key: getattr(e, attr) / 1e3 for e in events if e.key.startswith("dcae.split.")}
-    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    cuda = torch.autograd.DeviceType.CUDA
+    ranges = [e for e in events if e.key.startswith("dcae.split.") and e.device_type != cuda]
+    kernels = [e for e in events if e.device_type == cuda and not e.key.startswith("dcae.split.")]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(events.table(sort_by=attr, row_limit=30, max_name_column_width=90))
-    out = {f"{k.removeprefix('dcae.split.')}_device_ms": v for k, v in regions.items()}
+    out = {}
+    for e in ranges:
+        part = e.key.removeprefix("dcae.split.")
+        out[f"{part}_device_ms"], out[f"{part}_host_ms"] = getattr(e, attr) / 1e3, e.cpu_time_total / 1e3
     out["kernels_device_ms"] = sum(getattr(e, "self_" + attr) for e in kernels) / 1e3
     out["kernel_launches"] = sum(e.count for e in kernels)
     return out
