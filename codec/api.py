@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.profiler import record_function
 
-from codec import autoencoder, bitstream, image
+from codec import autoencoder, bitstream, fastforms, image
 from codec.config import CONFIGS, DECODERS, CodecConfig, get_config
 from codec.errors import CheckpointError, DiticError, FormatError, ModelMismatchError
 from codec.graphs import GraphCache
@@ -238,6 +239,7 @@ class Codec:
             vae = self.model.vae
             for part in (vae.decoder,) if decode_only else (vae.encoder, vae.decoder):
                 part.to(memory_format=torch.channels_last)
+                fastforms.use_fast_forms(part)  # faster kernels under compile (codec.fastforms)
                 part.compile(dynamic=False)
             self.model.DiT.compile(dynamic=False)
             if self.device.type == "cuda" and cuda_graphs:
@@ -364,8 +366,12 @@ class Codec:
         first = batch[0][0]
         latent_shape = (first.coded_height // PAD_MULTIPLE, first.coded_width // PAD_MULTIPLE)
         start = time.perf_counter()
-        latent_hat = self.latent_hat([s for _, s, _ in batch], latent_shape, first.quality)
-        images = self.to_images(self.decode_pixels(latent_hat), batch)
+        with record_function("decode.latent_hat"):  # profiler ranges (tools/decode_gap.py); ~us when off
+            latent_hat = self.latent_hat([s for _, s, _ in batch], latent_shape, first.quality)
+        with record_function("decode.pixels"):
+            x_hat = self.decode_pixels(latent_hat)
+        with record_function("decode.to_images"):
+            images = self.to_images(x_hat, batch)
         total_ms = (time.perf_counter() - start) * 1e3
         entropy_ms = self.model.codec.coding_seconds * 1e3
         dec_ms = (total_ms - entropy_ms) / len(batch)
@@ -385,9 +391,11 @@ class Codec:
         self, strings: list[list[bytes]], latent_shape: tuple[int, int], quality: int
     ) -> torch.Tensor:
         """Entropy decoding, then heads + DiT step (graphed on a GPU): the DC-AE's input, scaled."""
-        y_hat, y_scales = self.model.decompress_latent(strings, latent_shape, quality)
+        with record_function("decode.entropy"):
+            y_hat, y_scales = self.model.decompress_latent(strings, latent_shape, quality)
         inverse = self.model.codec.inverse_gain_for(quality, y_hat.shape[0], y_hat.device, self.dtype)
-        return self._dit_step(y_hat.to(self.dtype), y_scales.to(self.dtype), inverse)
+        with record_function("decode.heads_dit"):
+            return self._dit_step(y_hat.to(self.dtype), y_scales.to(self.dtype), inverse)
 
     # --- DC-AE decode within the memory budget ---------------------------------------------------
     def _decode_options(self) -> dict:

@@ -63,6 +63,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from codec import fastforms
 from codec.config import CodecConfig
 from codec.errors import LimitExceededError
 
@@ -636,8 +637,15 @@ def _stream_steps(decoder: nn.Module, stage: int, scale: int, size: int) -> tupl
                     (halo, factor), kind = _rows_in(module, 0), "up" if _is_upsample(module) else "res"
                     if not isinstance(module, ResBlock) and not _is_upsample(module):
                         raise _NotLocal(module)
-                    c_out = module.conv.out_channels if kind == "up" and module.interpolate else (
-                        module.conv2.out_channels if kind == "res" else module.conv.out_channels // factor**2)
+                    c_out = (
+                        module.conv.out_channels
+                        if kind == "up" and module.interpolate
+                        else (
+                            module.conv2.out_channels
+                            if kind == "res"
+                            else module.conv.out_channels // factor**2
+                        )
+                    )
                 live = STREAM_WINDOW_TENSORS[kind].get(size, STREAM_WINDOW_TENSORS[kind][4])
                 steps.append(StreamStep(downscale, factor, halo, c_in, c_out, live * c_in * size, size))
                 downscale //= factor
@@ -1027,7 +1035,8 @@ def _evit_halos(block: nn.Module) -> tuple[int, int]:
     from diffusers.models.transformers.sana_transformer import GLUMBConv
 
     attn, glu = block.attn, block.conv_out
-    if type(attn.processor) is not SanaMultiscaleAttnProcessor2_0 or not isinstance(glu, GLUMBConv):
+    processors = (SanaMultiscaleAttnProcessor2_0, fastforms.LinearAttnProcessor)
+    if type(attn.processor) not in processors or not isinstance(glu, GLUMBConv):
         raise _NotLocal(block)
     per_pixel = isinstance(attn.norm_out, RMSNorm) if attn.norm_type == "rms_norm" else (
         isinstance(attn.norm_out, nn.BatchNorm2d) and not attn.norm_out.training)  # fmt: skip
@@ -1040,46 +1049,21 @@ def _evit_halos(block: nn.Module) -> tuple[int, int]:
     return qkv, _rows_in(nn.Sequential(glu.conv_inverted, glu.conv_depth, glu.conv_point), 0)[0]
 
 
-def _qkv(attn: nn.Module, x: Tensor) -> Tensor:
-    """diffusers' multiscale q, k, v of ``x`` (B, C, h, w), upcast to float32: (B, heads, 3 d, h w)."""
-    b, _, h, w = x.shape
-    t = x.movedim(1, -1)
-    qkv = torch.cat([attn.to_q(t), attn.to_k(t), attn.to_v(t)], dim=3).movedim(-1, 1)
-    scales = [qkv]  # (a loop, not a comprehension: dynamo cannot trace deleting a closure cell)
-    for proj in attn.to_qkv_multiscale:
-        scales.append(proj(qkv))
-    del qkv
-    scales = torch.cat(scales, dim=1)
-    return scales.to(torch.float32).reshape(b, -1, 3 * attn.attention_head_dim, h * w)
-
-
 def _evit_sums(block: nn.Module, window: Tensor, mask: Tensor) -> Tensor:
     """Pass 1: the window's share of each head's [v; 1] k^T (float32), over the rows where ``mask`` is 1."""
     attn = block.attn
-    _, key, value = _qkv(attn, window).chunk(3, dim=2)
+    _, key, value = fastforms.qkv(attn, window).chunk(3, dim=2)
     b, g, d, n = key.shape
     key = (attn.nonlinearity(key).reshape(b, g, d, mask.shape[0], -1) * mask[:, None]).reshape(b, g, d, n)
-    value = nn.functional.pad(value, (0, 0, 0, 1), mode="constant", value=1)
-    return torch.matmul(value, key.transpose(-1, -2))
+    return fastforms.kv_sums(key, value)
 
 
 def _evit_apply(block: nn.Module, window: Tensor, sums: Tensor) -> Tensor:
     """Pass 2: the block's output on the window (exact on its rows that the halo covers), given the
     whole image's sums: diffusers' ``SanaMultiscaleAttnProcessor2_0`` linear branch, then the GLUMBConv."""
     attn = block.attn
-    b, _, h, w = window.shape
-    query = attn.nonlinearity(_qkv(attn, window).chunk(3, dim=2)[0])
-    y = torch.matmul(sums, query).to(torch.float32)
-    del query
-    y = (y[:, :, :-1] / (y[:, :, -1:] + attn.eps)).to(window.dtype).reshape(b, -1, h, w)
-    y = attn.to_out(y.movedim(1, -1)).movedim(-1, 1)
-    if attn.norm_type == "rms_norm":
-        y = attn.norm_out(y.movedim(1, -1)).movedim(-1, 1)
-    else:
-        y = attn.norm_out(y)
-    if attn.residual_connection:
-        y = y + window
-    return block.conv_out(y)
+    query = attn.nonlinearity(fastforms.qkv(attn, window).chunk(3, dim=2)[0])
+    return block.conv_out(fastforms.attend(attn, query, sums, window))
 
 
 def _call_module(module: nn.Module, window: Tensor) -> Tensor:

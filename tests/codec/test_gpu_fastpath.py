@@ -174,3 +174,32 @@ def test_compiled_streamed_split_is_faithful(photos: list[np.ndarray]) -> None:
     compiled.decode_memory_gib = None  # smallest tile does not fit the split's budget: the default one
     assert isinstance(compiled.decode_plan(512, 384, batch), TilePlan)
     assert len(compiled.decode(payloads)) == len(photos)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_kernels_equal_cudnn_and_diffusers(dtype: torch.dtype) -> None:
+    """codec.kernels' Triton depthwise convolution and RMSNorm on the card, against cuDNN's convolution
+    and diffusers' RMSNorm in float32: within the input dtype's rounding."""
+    from diffusers.models.normalization import RMSNorm
+
+    from codec import kernels
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    for k, c, h, w in ((3, 8192, 33, 70), (5, 1536, 64, 64), (3, 40, 5, 3)):
+        x = torch.randn(2, c, h, w, device="cuda", generator=gen).to(dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(c, 1, k, k, device="cuda", generator=gen) / k
+        bias = torch.randn(c, device="cuda", generator=gen)
+        assert kernels.triton_ok(x)
+        out = kernels.depthwise_conv(x, weight, bias)
+        ref = torch.nn.functional.conv2d(x.float(), weight, bias, padding=k // 2, groups=c)
+        assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out.float(), ref, **tol)
+    norm = RMSNorm(128, eps=1e-5, elementwise_affine=True, bias=True).cuda()
+    with torch.no_grad():
+        norm.weight.normal_(generator=gen)
+        norm.bias.normal_(generator=gen)
+        x = torch.randn(1, 300, 257, 128, device="cuda", generator=gen).to(dtype)
+        out = kernels.rms_norm(x, norm.weight, norm.bias, norm.eps)
+        torch.testing.assert_close(out.float(), norm(x.float()), **tol)

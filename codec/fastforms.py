@@ -1,0 +1,198 @@
+"""Faster forms of DC-AE parts under ``torch.compile``: same parameters, same math, other kernels.
+
+A profile of the compiled ditic-official decoder at 2048² on an H200 (docs/BENCHMARKS.md, sessions 17-18)
+put ~30 of its 97 ms in operations that cuDNN, cuBLAS or inductor ran far from what the card can do:
+
+- the **depthwise** convolutions (the multiscale 5×5 ``proj_in``, the GLUMBConv's 3×3 ``conv_depth``):
+  cuDNN's generic kernels. They go to ``codec.kernels.depthwise_conv``, a Triton kernel on channels-last
+  rows;
+- the **grouped 1×1** ``proj_out`` (groups = 3 × heads): cuDNN slices it group by group (thousands of
+  launches). As one batched matrix product over the groups it is a single GEMM;
+- the linear attention's **[v; 1] kᵀ** sums, float32, a (d+1)×d output per head over all h·w pixels:
+  cuBLAS ran them as one narrow FFMA GEMM per head with a K of h·w (0.9 ms each). Summed in chunks of
+  the pixels (``kv_sums``) the batch is wide enough to fill the card;
+- the decoder's last **RMSNorm** (``norm_out``): inductor fused it with the residual sum before it and
+  stored that sum with strided channels (6.3 ms). It goes to ``codec.kernels.rms_norm``.
+
+Only rounding and summation order differ from diffusers' modules (``tests/codec/test_fastforms.py``: the
+same output in float32 to ~1e-6). The fast forms are taken only while ``torch.compile`` traces
+(``torch.compiler.is_compiling``): eager (the CPU fallback, the float32 references) runs diffusers'
+modules as before. ``use_fast_forms`` swaps the classes of a DC-AE's modules in place; parameter names,
+the state dict and so the model id stay as they are. ``DITIC_FAST_FORMS=0`` turns it off (a same-run
+baseline).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+from torch import Tensor, nn
+
+from codec import kernels
+
+__all__ = ["DepthwiseConv2d", "GroupedPointwiseConv2d", "LinearAttnProcessor", "attend", "kv_sums", "qkv",
+           "rms_norm_class", "use_fast_forms"]  # fmt: skip
+
+# pixels per chunk of the [v; 1] k^T sums: wide enough for a GEMM, short enough that heads x chunks fill the
+# card (2048² at 1/16: 16,384 pixels -> 64 chunks per head)
+KV_CHUNK = 256
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def grouped_pointwise(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
+    """A grouped 1×1 convolution as one matrix product batched over the groups."""
+    b, c, h, w = x.shape
+    out_c = weight.shape[0]
+    xs = x.permute(0, 2, 3, 1).reshape(b * h * w, groups, c // groups).transpose(0, 1)  # (G, BN, c)
+    ws = weight.reshape(groups, out_c // groups, c // groups).transpose(1, 2)  # (G, c, o)
+    out = torch.bmm(xs, ws).transpose(0, 1).reshape(b, h, w, out_c)
+    if bias is not None:
+        out = out + bias
+    return out.permute(0, 3, 1, 2)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` with groups = in = out channels (odd kernel, padding its radius) that runs as
+    ``codec.kernels.depthwise_conv`` under compile."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _compiling() or self.padding_mode != "zeros":
+            return super().forward(x)
+        return kernels.depthwise_conv(x, self.weight, self.bias)
+
+
+class GroupedPointwiseConv2d(nn.Conv2d):
+    """A grouped 1×1 ``nn.Conv2d`` that runs as ``grouped_pointwise`` under compile."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _compiling():
+            return super().forward(x)
+        return grouped_pointwise(x, self.weight, self.bias, self.groups)
+
+
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    return (conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+            and conv.stride == (1, 1) and conv.dilation == (1, 1) and not isinstance(conv.padding, str)
+            and all(k % 2 and p == (k - 1) // 2
+                    for p, k in zip(conv.padding, conv.kernel_size, strict=True)))  # fmt: skip
+
+
+def _is_grouped_pointwise(conv: nn.Conv2d) -> bool:
+    return (conv.groups > 1 and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding in ((0, 0), "valid"))  # fmt: skip
+
+
+# --- the linear attention --------------------------------------------------------------------------
+def qkv(attn: nn.Module, x: Tensor) -> Tensor:
+    """diffusers' multiscale q, k, v of ``x`` (B, C, h, w), upcast to float32: (B, heads, 3 d, h w)."""
+    b, _, h, w = x.shape
+    t = x.movedim(1, -1)
+    out = torch.cat([attn.to_q(t), attn.to_k(t), attn.to_v(t)], dim=3).movedim(-1, 1)
+    scales = [out]  # (a loop, not a comprehension: dynamo cannot trace deleting a closure cell)
+    for proj in attn.to_qkv_multiscale:
+        scales.append(proj(out))
+    del out
+    scales = torch.cat(scales, dim=1)
+    return scales.to(torch.float32).reshape(b, -1, 3 * attn.attention_head_dim, h * w)
+
+
+def _chunk(n: int) -> int:
+    """The chunk length for ``kv_sums``: the smallest divisor of n that is at least KV_CHUNK (or n)."""
+    for size in range(min(KV_CHUNK, n), n + 1):
+        if n % size == 0:
+            return size
+    return n
+
+
+def kv_sums(key: Tensor, value: Tensor, chunked: bool | None = None) -> Tensor:
+    """Each head's [v; 1] kᵀ over the pixels (B, G, d+1, d) from activated keys and values (B, G, d, N):
+    diffusers' ``matmul(pad(v, 1), kᵀ)``. ``chunked`` (default: under compile) takes the pixels in chunks
+    of ``_chunk(N)``, each a small product of one batched GEMM, then sums them."""
+    b, g, d, n = key.shape
+    chunked = _compiling() if chunked is None else chunked
+    if chunked and (size := _chunk(n)) < n:
+        s = n // size
+        vs = value.reshape(b, g, d, s, size).transpose(2, 3)  # (B, G, S, d, L)
+        ks = key.reshape(b, g, d, s, size).transpose(2, 3)
+        sums = torch.matmul(vs, ks.transpose(-1, -2)).sum(dim=2)
+    else:
+        sums = torch.matmul(value, key.transpose(-1, -2))
+    return torch.cat([sums, key.sum(dim=-1)[:, :, None]], dim=2)
+
+
+def attend(attn: nn.Module, query: Tensor, sums: Tensor, x: Tensor) -> Tensor:
+    """The attention's output on ``x`` (B, C, h, w) from its activated queries (B, G, d, N) and the sums:
+    diffusers' ``SanaMultiscaleAttnProcessor2_0`` linear branch after the products, with its output
+    projection, norm and residual."""
+    b, _, h, w = x.shape
+    y = torch.matmul(sums, query).to(torch.float32)
+    del query
+    y = (y[:, :, :-1] / (y[:, :, -1:] + attn.eps)).to(x.dtype).reshape(b, -1, h, w)
+    y = attn.to_out(y.movedim(1, -1)).movedim(-1, 1)
+    if attn.norm_type == "rms_norm":
+        y = attn.norm_out(y.movedim(1, -1)).movedim(-1, 1)
+    else:
+        y = attn.norm_out(y)
+    return y + x if attn.residual_connection else y
+
+
+class LinearAttnProcessor:
+    """diffusers' ``SanaMultiscaleAttnProcessor2_0`` through ``qkv``, ``kv_sums`` and ``attend`` (and its
+    own quadratic branch where h·w is at most the head width)."""
+
+    def __call__(self, attn: nn.Module, hidden_states: Tensor) -> Tensor:
+        from diffusers.models.attention_processor import SanaMultiscaleAttnProcessor2_0
+
+        h, w = hidden_states.shape[-2:]
+        if h * w <= attn.attention_head_dim:
+            return SanaMultiscaleAttnProcessor2_0()(attn, hidden_states)
+        query, key, value = qkv(attn, hidden_states).chunk(3, dim=2)
+        sums = kv_sums(attn.nonlinearity(key), value)
+        del key, value
+        return attend(attn, attn.nonlinearity(query), sums, hidden_states)
+
+
+@functools.cache
+def rms_norm_class() -> type:
+    """``ChannelsLastRMSNorm``: diffusers' ``RMSNorm`` (made on first use: diffusers loads lazily) that
+    runs as ``codec.kernels.rms_norm`` under compile where it has its affine weight."""
+    from diffusers.models.normalization import RMSNorm
+
+    class ChannelsLastRMSNorm(RMSNorm):
+        def forward(self, hidden_states: Tensor) -> Tensor:
+            if not _compiling() or self.weight is None:
+                return super().forward(hidden_states)
+            return kernels.rms_norm(hidden_states, self.weight, self.bias, self.eps)
+
+    return ChannelsLastRMSNorm
+
+
+def enabled() -> bool:
+    return os.environ.get("DITIC_FAST_FORMS", "1") != "0"
+
+
+def use_fast_forms(module: nn.Module) -> nn.Module:
+    """Give ``module`` (a DC-AE, or its encoder or decoder) its fast forms, in place: every depthwise and
+    grouped 1×1 convolution, every EfficientViT linear attention's processor, and each decoder's last
+    norm. Returns it. A no-op where ``DITIC_FAST_FORMS=0``."""
+    from diffusers.models.attention_processor import SanaMultiscaleAttnProcessor2_0
+    from diffusers.models.autoencoders.autoencoder_dc import Decoder
+    from diffusers.models.normalization import RMSNorm
+
+    if not enabled():
+        return module
+    for child in module.modules():
+        if type(child) is nn.Conv2d and _is_depthwise(child):
+            child.__class__ = DepthwiseConv2d
+        elif type(child) is nn.Conv2d and _is_grouped_pointwise(child):
+            child.__class__ = GroupedPointwiseConv2d
+        elif type(getattr(child, "processor", None)) is SanaMultiscaleAttnProcessor2_0:
+            child.processor = LinearAttnProcessor()
+        elif isinstance(child, Decoder) and type(child.norm_out) is RMSNorm:
+            child.norm_out.__class__ = rms_norm_class()
+    return module

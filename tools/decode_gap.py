@@ -1,0 +1,103 @@
+"""Where a whole decode's time goes beyond its stages' (issue 6, session 18). GPU tool; CPU to try it out.
+
+    python tools/decode_gap.py --model ditic-official --size 2048 --gib 2 --out gap/
+
+``ditic bench``'s stage columns (entropy, heads + DiT, DC-AE, to host) are medians of separate passes; in
+session 17 their sum fell 39 ms short of the whole decode at 2048². Here one decode-only compiled codec
+(random weights) decodes one real photo's payload (encoded by an eager codec), and each repeat times the
+whole ``decode_items`` and then the four stage passes (``jobs.bench._stages``), alternating, so both see
+the same state. Then one whole decode runs under torch.profiler: the host and device time of its
+``decode.*`` ranges (``Codec._decode_batch``), and the top operators by host time and by device time.
+Writes ``gap.json`` and ``profile-*.txt`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec.api import load_codec  # noqa: E402
+from jobs import bench  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _payload(model: str, device: str, dtype: torch.dtype, size: int) -> bytes:
+    encoder = load_codec(model, device=device, dtype=dtype, allow_untrained=True)
+    photo = bench._photos(bench._photo_paths(None), size, size, 1)
+    payload = encoder.encode(photo, max(encoder.qualities))[0]
+    del encoder
+    bench._free(device)
+    return payload
+
+
+def _profile(codec, payloads: list[bytes], out: Path, device: str) -> dict:  # noqa: ANN001
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        codec.decode_items(payloads)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
+    (out / "profile-host.txt").write_text(events.table(sort_by="cpu_time_total", row_limit=40,
+                                                       max_name_column_width=90))  # fmt: skip
+    (out / "profile-device.txt").write_text(events.table(sort_by="self_" + attr, row_limit=40,
+                                                         max_name_column_width=90))  # fmt: skip
+    cuda = torch.autograd.DeviceType.CUDA
+    ranges = {e.key: {"host_ms": e.cpu_time_total / 1e3, "device_ms": getattr(e, attr) / 1e3}
+              for e in events if e.key.startswith("decode.") and e.device_type != cuda}  # fmt: skip
+    kernels = sum(
+        getattr(e, "self_" + attr) for e in events if e.device_type == cuda and "decode." not in e.key
+    )
+    return {"ranges": ranges, "kernels_device_ms": kernels / 1e3}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ditic-official")
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--gib", type=float, default=2.0, help="the DC-AE decode budget")
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("out/decode-gap"))
+    args = parser.parse_args()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype]
+    args.out.mkdir(parents=True, exist_ok=True)
+    payloads = [_payload(args.model, device, dtype, args.size)]
+    codec = load_codec(args.model, device=device, dtype=dtype, allow_untrained=True, compile=True,
+                       decode_only=True, decode_memory_gib=args.gib)  # fmt: skip
+    clock = bench._Clock(device)
+    for _ in range(2):  # warm-up: compiles, graph captures (the stage passes' first call compiles too)
+        codec.decode_items(payloads)
+        bench._stages(codec, payloads, clock, 1)
+    whole, stages = [], []
+    for _ in range(args.repeats):
+        whole.append(clock(codec.decode_items, payloads)[1])
+        stages.append(bench._stages(codec, payloads, clock, 1))
+    keys = ("entropy_ms", "heads_dit_ms", "vae_decode_ms", "to_host_ms")
+    row = {"model": args.model, "size": args.size, "gib": args.gib, "dtype": args.dtype,
+           "device": bench._device_name(device), "plan": codec.decode_plan(args.size, args.size).describe(),
+           "whole_ms": whole, "whole_ms_p50": statistics.median(whole)}  # fmt: skip
+    for key in keys:
+        row[key] = statistics.median(s[key] for s in stages)
+    row["stage_sum_ms"] = sum(row[k] for k in keys)
+    row["gap_ms"] = row["whole_ms_p50"] - row["stage_sum_ms"]
+    row["profile"] = _profile(codec, payloads, args.out, device)
+    (args.out / "gap.json").write_text(json.dumps(row, indent=1))
+    print(json.dumps(row, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
