@@ -241,6 +241,7 @@ class Codec:
                 part.to(memory_format=torch.channels_last)
                 fastforms.use_fast_forms(part)  # faster kernels under compile (codec.fastforms)
                 part.compile(dynamic=False)
+            fastforms.use_fast_forms(self.model.DiT)
             self.model.DiT.compile(dynamic=False)
             if self.device.type == "cuda" and cuda_graphs:
                 self._vae_decoder = GraphCache(self._run_vae_decoder, name="DC-AE decoder", share_pool=True)

@@ -715,6 +715,18 @@ def _carry_conv(conv: nn.Conv2d, x: Tensor, old: list[Tensor] | None, new: list[
     return nn.functional.conv2d(x, conv.weight, conv.bias, 1, (0, pad), conv.dilation, conv.groups)
 
 
+def _carry_upsample(conv: nn.Conv2d, x: Tensor, old: list[Tensor] | None, new: list[Tensor], last: bool
+                    ) -> Tensor:  # fmt: skip
+    """``_carry_conv(conv, nearest_x2(x))`` for a 3x3 conv, as ``fastforms.upsample_conv_pairs`` on the low
+    resolution rows: the row handed on is ``x``'s last (the two upsampled rows it makes, before), and the
+    output rows are the same (the first strip's one short, the last's one long)."""
+    zeros = torch.zeros_like(x[:, :, :1])
+    parts = [zeros if old is None else old[len(new)], x, *([zeros] if last else [])]
+    new.append(_fresh(x[:, :, x.shape[2] - 1 :]))
+    y = fastforms.upsample_conv_pairs(torch.cat(parts, dim=2), conv.weight, conv.bias)
+    return y[:, :, (1 if old is None else 0) : y.shape[2] - (1 if last else 0)]
+
+
 def _carry_skip(skip: Tensor, rows: int, old: list[Tensor] | None, new: list[Tensor]) -> Tensor:
     """The first ``rows`` rows of the skip rows queued (those held back, then ``skip``); holds the rest."""
     queue = skip if old is None else torch.cat([old[len(new)], skip], dim=2)
@@ -737,7 +749,10 @@ def _carry_module(module: nn.Module, x: Tensor, old: list[Tensor] | None, new: l
         y = module.norm(y.movedim(1, -1)).movedim(-1, 1)
         return y + _carry_skip(x, y.shape[2], old, new)
     if isinstance(module, DCUpBlock2d):
-        if module.interpolate:
+        phase = getattr(module, "phase_convs", False) and fastforms.phase_ok(module)  # fastforms' form
+        if phase and torch.compiler.is_compiling():
+            y = _carry_upsample(module.conv, x, old, new, last)
+        elif module.interpolate:
             y = nn.functional.interpolate(x, scale_factor=module.factor, mode=module.interpolation_mode)
             y = _carry_conv(module.conv, y, old, new, last)
         else:

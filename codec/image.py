@@ -288,12 +288,18 @@ def crop(x: Tensor, width: int, height: int) -> Tensor:
     return x[..., :height, :width]
 
 
-def to_uint8(x: Tensor) -> np.ndarray:
+def to_uint8(x: Tensor, pinned: bool = True) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 (clamped, rounded), contiguous. The interleave to
     H, W, 3 happens where ``x`` is (on a GPU: before the copy to the host), not in numpy afterwards: a
-    strided transpose of a 2048² image took 31-35 ms on one CPU core (session 17)."""
+    strided transpose of a 2048² image took 31-35 ms on one CPU core (session 17). From a GPU the copy
+    goes into page-locked host memory (torch's caching host allocator) where ``pinned``: a pageable copy
+    is staged through a driver buffer (tools/kernel_bench.py --to-host measures both)."""
     x = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    pixels = x.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    if not (pixels.is_cuda and pinned):
+        return pixels.cpu().numpy()
+    host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+    return host.copy_(pixels).numpy()
 
 
 def to_pil(x: Tensor) -> list[Image.Image]:

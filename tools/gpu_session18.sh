@@ -10,6 +10,7 @@
 #            profile of one whole decode).
 #   MODE=kern (~9 min): codec.kernels (Triton depthwise conv, RMSNorm): their GPU tests and the compiled
 #            split's, the DC-AE alone (exactness at 1024², whole and 2 GiB at 2048², profiled), decode_gap.
+#   MODE=final (~9 min): the GPU tests of the compiled paths, decode_gap, `ditic bench` at 2048² / 2 GiB.
 #   MODE=tests: tests/codec/test_gpu_fastpath.py.
 # Carry [".carry/bundle"]. Results: $OUT/s18-$MODE.tgz (rewritten after every step).
 MODE=${MODE:-vit}
@@ -39,6 +40,15 @@ elif [ "$MODE" = kern ]; then
   step gap "${L3:-200}" python3 tools/decode_gap.py --model "${MODEL:-ditic-official}" --size 2048 --gib 2 \
     --out "$R/gap"
   grep -E 'whole_ms_p50|_ms"|gap_ms' "$R/gap/gap.json" | head -12
+elif [ "$MODE" = final ]; then
+  step final-tests "${L1:-200}" python3 -m pytest -q tests/codec/test_gpu_fastpath.py \
+    -k "triton or streamed_split or compiled or graphed"
+  step gap "${L2:-200}" python3 tools/decode_gap.py --model "${MODEL:-ditic-official}" --size 2048 --gib 2 \
+    --out "$R/gap"
+  grep -E 'whole_ms_p50|_ms"|gap_ms' "$R/gap/gap.json" | head -12
+  bench bench "${L3:-250}" --model "${MODEL:-ditic-official}" --sizes 2048x2048 --dtypes bf16 --compile \
+    --decode-only --eager-encode --repeats 5 --warmup 1 --decode-plan auto --decode-memory-gib 2
+  cat "$R/bench/bench-codec.md" 2>/dev/null
 else
   step gpu-tests "${L1:-300}" python3 -m pytest -q tests/codec/test_gpu_fastpath.py
 fi

@@ -8,9 +8,10 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from test_streamed_decode import OFFICIAL_LIKE
 
 from codec import fastforms
-from codec.autoencoder import build_vae
+from codec.autoencoder import SplitPlan, _carry_starts, build_vae, run_plan, split_spec
 from codec.config import get_config
 
 
@@ -99,4 +100,71 @@ def test_inductor_compiles_the_fast_forms_faithfully():
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(fast, dynamic=False)(latent), decoder(latent),
                                    rtol=1e-5, atol=2e-5)  # fmt: skip
+    torch._dynamo.reset()
+
+
+def test_the_dit_with_fast_forms_computes_the_same_step():
+    """The SANA DiT's linear attention through DiTLinearAttnProcessor (and its Mix-FFN's depthwise conv
+    through the custom op) gives diffusers' output, eager and traced."""
+    from diffusers.models.attention_processor import SanaLinearAttnProcessor2_0
+
+    from codec.dit import build_dit
+
+    torch.manual_seed(0)
+    cfg = get_config("ditic-test")
+    dit = build_dit(cfg).eval()
+    fast = fastforms.use_fast_forms(copy.deepcopy(dit))
+    before = [type(m.processor) for m in dit.modules() if hasattr(m, "processor")]
+    after = [type(m.processor) for m in fast.modules() if hasattr(m, "processor")]
+    assert SanaLinearAttnProcessor2_0 in before and fastforms.DiTLinearAttnProcessor in after
+    assert SanaLinearAttnProcessor2_0 not in after
+    assert any(type(m) is fastforms.DepthwiseConv2d for m in fast.modules())
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, cfg.vae.latent_channels, 8, 12, generator=gen)
+    text = torch.randn(1, 7, cfg.dit.caption_channels, generator=gen)
+    t = torch.tensor([999])
+    with torch.no_grad():
+        ref = dit(x, encoder_hidden_states=text, timestep=t, return_dict=False)[0]
+        torch.testing.assert_close(fast(x, encoder_hidden_states=text, timestep=t, return_dict=False)[0], ref,
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        torch._dynamo.reset()
+        traced = torch.compile(fast, backend="eager", dynamic=False)
+        out = traced(x, encoder_hidden_states=text, timestep=t, return_dict=False)[0]
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        torch._dynamo.reset()
+
+
+def test_nearest_upsample_conv_as_phase_convs():
+    gen = torch.Generator().manual_seed(4)
+    x, w, b = torch.randn(2, 6, 5, 7, generator=gen), torch.randn(4, 6, 3, 3, generator=gen), torch.randn(4)
+    reference = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+    torch.testing.assert_close(fastforms.upsample_conv(x, w, b), reference, rtol=1e-5, atol=1e-5)
+    # rows i-1, i of the input make output rows 2i-1 and 2i
+    pairs = fastforms.upsample_conv_pairs(x[:, :, 1:4], w, b)
+    torch.testing.assert_close(pairs, reference[:, :, 3:7], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("counts", [(2, 0), (3, 2), (7, 0), (4, 3)])
+def test_compiled_carried_strips_with_fast_forms_equal_the_whole_decode(monkeypatch, counts):
+    """A compiled decoder with its fast forms (the upsample blocks' phase convs in carried strips: one low
+    resolution row handed on) decodes what diffusers' whole decoder does. "eager" stands in for inductor."""
+    monkeypatch.setattr("codec.autoencoder._COMPILE_OPTIONS", {"dynamic": False, "backend": "eager"})
+    calls = []
+    pairs = fastforms.upsample_conv_pairs
+    monkeypatch.setattr(fastforms, "upsample_conv_pairs", lambda *a: calls.append(1) or pairs(*a))
+    torch._dynamo.reset()
+    torch.manual_seed(5)
+    vae = build_vae(OFFICIAL_LIKE).eval()
+    z = torch.randn(1, 8, 5, 7, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        whole = vae.decoder(z)
+        fast = fastforms.use_fast_forms(copy.deepcopy(vae.decoder))
+        fast.compile(dynamic=False)
+        spec = split_spec(fast)
+        count, global_strips = counts
+        starts = _carry_starts(z.shape[-2] * 32 // spec.scale, count, spec.halo)
+        plan = SplitPlan(tuple(z.shape[-2:]), 1, spec, starts, 1, 1.0, 4, global_strips, carry=True)
+        out = run_plan(fast, z, plan)
+    assert calls, "the carried strips did not take the phase convs"
+    torch.testing.assert_close(out, whole, rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()
