@@ -750,7 +750,7 @@ def _carry_module(module: nn.Module, x: Tensor, old: list[Tensor] | None, new: l
         return y + _carry_skip(x, y.shape[2], old, new)
     if isinstance(module, DCUpBlock2d):
         phase = getattr(module, "phase_convs", False) and fastforms.phase_ok(module)  # fastforms' form
-        if phase and torch.compiler.is_compiling():
+        if phase and fastforms.active():
             y = _carry_upsample(module.conv, x, old, new, last)
         elif module.interpolate:
             y = nn.functional.interpolate(x, scale_factor=module.factor, mode=module.interpolation_mode)

@@ -1,4 +1,4 @@
-"""Faster forms of DC-AE parts under ``torch.compile``: same parameters, same math, other kernels.
+"""Faster forms of DC-AE and DiT parts under ``torch.compile``: same parameters, same math, other kernels.
 
 A profile of the compiled ditic-official decoder at 2048² on an H200 (docs/BENCHMARKS.md, sessions 17-18)
 put ~30 of its 97 ms in operations that cuDNN, cuBLAS or inductor ran far from what the card can do:
@@ -10,7 +10,8 @@ put ~30 of its 97 ms in operations that cuDNN, cuBLAS or inductor ran far from w
   launches). As one batched matrix product over the groups it is a single GEMM;
 - the linear attention's **[v; 1] kᵀ** sums, float32, a (d+1)×d output per head over all h·w pixels:
   cuBLAS ran them as one narrow FFMA GEMM per head with a K of h·w (0.9 ms each). Summed in chunks of
-  the pixels (``kv_sums``) the batch is wide enough to fill the card;
+  the pixels (``kv_sums``) the batch is wide enough to fill the card. The SANA DiT's linear attention
+  (``DiTLinearAttnProcessor``) makes the same sums over its tokens, and gets the same treatment;
 - the decoder's last **RMSNorm** (``norm_out``): inductor fused it with the residual sum before it and
   stored that sum with strided channels (6.3 ms). It goes to ``codec.kernels.rms_norm``;
 - the **nearest x2 upsample then 3x3 conv** of the upsample blocks: as four 2x2 phase convs at the low
@@ -18,10 +19,10 @@ put ~30 of its 97 ms in operations that cuDNN, cuBLAS or inductor ran far from w
 
 Only rounding and summation order differ from diffusers' modules (``tests/codec/test_fastforms.py``: the
 same output in float32 to ~1e-6). The fast forms are taken only while ``torch.compile`` traces
-(``torch.compiler.is_compiling``): eager (the CPU fallback, the float32 references) runs diffusers'
-modules as before. ``use_fast_forms`` swaps the classes of a DC-AE's modules in place; parameter names,
-the state dict and so the model id stay as they are. ``DITIC_FAST_FORMS=0`` turns it off (a same-run
-baseline).
+(``torch.compiler.is_compiling``) with grad off: eager (the CPU fallback, the float32 references) and
+anything that needs gradients run diffusers' modules as before (``active``). ``use_fast_forms`` swaps
+the classes of a DC-AE's or DiT's modules in place; parameter names, the state dict and so the model id
+stay as they are. ``DITIC_FAST_FORMS=0`` turns it off (a same-run baseline).
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ __all__ = ["DepthwiseConv2d", "DiTLinearAttnProcessor", "GroupedPointwiseConv2d"
 KV_CHUNK = 256
 
 
-def _compiling() -> bool:
-    return torch.compiler.is_compiling()
+def active() -> bool:
+    """Whether the fast forms apply: while ``torch.compile`` traces, for inference (grad off). With grad on
+    (training, or a caller that forgot ``no_grad``) diffusers' modules run: the Triton ops have no
+    backward."""
+    return torch.compiler.is_compiling() and not torch.is_grad_enabled()
 
 
 def grouped_pointwise(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
@@ -65,7 +69,7 @@ class DepthwiseConv2d(nn.Conv2d):
     ``codec.kernels.depthwise_conv`` under compile."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not _compiling() or self.padding_mode != "zeros":
+        if not active() or self.padding_mode != "zeros":
             return super().forward(x)
         return kernels.depthwise_conv(x, self.weight, self.bias)
 
@@ -74,7 +78,7 @@ class GroupedPointwiseConv2d(nn.Conv2d):
     """A grouped 1×1 ``nn.Conv2d`` that runs as ``grouped_pointwise`` under compile."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not _compiling():
+        if not active():
             return super().forward(x)
         return grouped_pointwise(x, self.weight, self.bias, self.groups)
 
@@ -143,7 +147,7 @@ def up_block_class() -> type:
         phase_convs = True  # (what the carried strips check: calling up_block_class() there would be traced)
 
         def forward(self, hidden_states: Tensor) -> Tensor:
-            if not (_compiling() and phase_ok(self)):
+            if not (active() and phase_ok(self)):
                 return super().forward(hidden_states)
             x = upsample_conv(hidden_states, self.conv.weight, self.conv.bias)
             if not self.shortcut:
@@ -182,7 +186,7 @@ def kv_sums(key: Tensor, value: Tensor, chunked: bool | None = None) -> Tensor:
     diffusers' ``matmul(pad(v, 1), kᵀ)``. ``chunked`` (default: under compile) takes the pixels in chunks
     of ``_chunk(N)``, each a small product of one batched GEMM, then sums them."""
     b, g, d, n = key.shape
-    chunked = _compiling() if chunked is None else chunked
+    chunked = active() if chunked is None else chunked
     if chunked and (size := _chunk(n)) < n:
         s = n // size
         vs = value.reshape(b, g, d, s, size).transpose(2, 3)  # (B, G, S, d, L)
@@ -233,7 +237,7 @@ def rms_norm_class() -> type:
 
     class ChannelsLastRMSNorm(RMSNorm):
         def forward(self, hidden_states: Tensor) -> Tensor:
-            if not _compiling() or self.weight is None:
+            if not active() or self.weight is None:
                 return super().forward(hidden_states)
             return kernels.rms_norm(hidden_states, self.weight, self.bias, self.eps)
 

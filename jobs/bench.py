@@ -198,6 +198,8 @@ def _steady_peak(device: str, fn) -> float:  # noqa: ANN001
 def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[str, float]:  # noqa: ANN001
     """Median ms of the decode split for one payload, each stage as the codec runs it: entropy decoding,
     heads + DiT step (one CUDA graph on a GPU), DC-AE decode, and the pixels to the host as the image."""
+    import torch
+
     from codec import bitstream
     from codec.model import PAD_MULTIPLE
 
@@ -208,11 +210,12 @@ def _stages(codec, payloads: list[bytes], clock: _Clock, repeats: int) -> dict[s
     stages = ("entropy_ms", "heads_dit_ms", "vae_decode_ms", "to_host_ms")
     split: dict[str, list[float]] = {k: [] for k in stages}
     for _ in range(repeats):
-        (y_hat, y_scales), a = clock(model.decompress_latent, [strings], shape, header.quality)
-        inverse = model.codec.inverse_gain_for(header.quality, 1, y_hat.device, dtype)
-        latent_hat, b = clock(codec._dit_step, y_hat.to(dtype), y_scales.to(dtype), inverse)
-        x_hat, c = clock(codec.decode_pixels, latent_hat)
-        _, d = clock(codec.to_images, x_hat, [unpacked])
+        with torch.no_grad():  # as Codec.decode_items: the heads + DiT step is not graphed on a CPU
+            (y_hat, y_scales), a = clock(model.decompress_latent, [strings], shape, header.quality)
+            inverse = model.codec.inverse_gain_for(header.quality, 1, y_hat.device, dtype)
+            latent_hat, b = clock(codec._dit_step, y_hat.to(dtype), y_scales.to(dtype), inverse)
+            x_hat, c = clock(codec.decode_pixels, latent_hat)
+            _, d = clock(codec.to_images, x_hat, [unpacked])
         del x_hat
         for key, ms in zip(split, (a, b, c, d), strict=True):
             split[key].append(ms)

@@ -9,12 +9,18 @@ whole ``decode_items`` and then the four stage passes (``jobs.bench._stages``), 
 the same state. Then one whole decode runs under torch.profiler: the host and device time of its
 ``decode.*`` ranges (``Codec._decode_batch``), and the top operators by host time and by device time.
 Writes ``gap.json`` and ``profile-*.txt`` in ``--out``.
+
+The CUDA caching allocator runs with ``ditic``'s default (``jobs.cli.ALLOCATOR_DEFAULTS``: expandable
+segments), as ``ditic bench`` does, unless ``--plain-allocator`` (or the caller's own
+``PYTORCH_CUDA_ALLOC_CONF``). Session 18's call 5 ran before this default was applied here, i.e. with the
+plain allocator: 128.5 ms, against 137-138 ms from ``ditic bench`` on the same code and card.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -70,7 +76,13 @@ def main() -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("out/decode-gap"))
+    parser.add_argument("--plain-allocator", action="store_true",
+                        help="the caching allocator's defaults, not ditic's expandable segments")  # fmt: skip
     args = parser.parse_args()
+    if not args.plain_allocator:
+        from jobs.cli import allocator_defaults
+
+        allocator_defaults()  # before CUDA allocates anything
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -82,13 +94,20 @@ def main() -> int:
         codec.decode_items(payloads)
         bench._stages(codec, payloads, clock, 1)
     whole, stages = [], []
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(args.repeats):
         whole.append(clock(codec.decode_items, payloads)[1])
         stages.append(bench._stages(codec, payloads, clock, 1))
+    memory = {}
+    if device.startswith("cuda"):
+        memory = {"peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+                  "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30}  # fmt: skip
     keys = ("entropy_ms", "heads_dit_ms", "vae_decode_ms", "to_host_ms")
     row = {"model": args.model, "size": args.size, "gib": args.gib, "dtype": args.dtype,
            "device": bench._device_name(device), "plan": codec.decode_plan(args.size, args.size).describe(),
-           "whole_ms": whole, "whole_ms_p50": statistics.median(whole)}  # fmt: skip
+           "allocator": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"),
+           "whole_ms": whole, "whole_ms_p50": statistics.median(whole)} | memory  # fmt: skip
     for key in keys:
         row[key] = statistics.median(s[key] for s in stages)
     row["stage_sum_ms"] = sum(row[k] for k in keys)

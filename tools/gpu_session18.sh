@@ -11,6 +11,7 @@
 #   MODE=kern (~9 min): codec.kernels (Triton depthwise conv, RMSNorm): their GPU tests and the compiled
 #            split's, the DC-AE alone (exactness at 1024², whole and 2 GiB at 2048², profiled), decode_gap.
 #   MODE=final (~9 min): the GPU tests of the compiled paths, decode_gap, `ditic bench` at 2048² / 2 GiB.
+#   MODE=alloc (~5 min): decode_gap with the plain allocator, then with ditic's expandable segments.
 #   MODE=tests: tests/codec/test_gpu_fastpath.py.
 # Carry [".carry/bundle"]. Results: $OUT/s18-$MODE.tgz (rewritten after every step).
 MODE=${MODE:-vit}
@@ -49,6 +50,12 @@ elif [ "$MODE" = final ]; then
   bench bench "${L3:-250}" --model "${MODEL:-ditic-official}" --sizes 2048x2048 --dtypes bf16 --compile \
     --decode-only --eager-encode --repeats 5 --warmup 1 --decode-plan auto --decode-memory-gib 2
   cat "$R/bench/bench-codec.md" 2>/dev/null
+elif [ "$MODE" = alloc ]; then  # the bench-against-decode_gap difference of call 5 (~5 min)
+  step gap-plain "${L1:-200}" python3 tools/decode_gap.py --model "${MODEL:-ditic-official}" --size 2048 --gib 2 \
+    --plain-allocator --out "$R/gap-plain"
+  step gap-expandable "${L2:-200}" python3 tools/decode_gap.py --model "${MODEL:-ditic-official}" --size 2048 \
+    --gib 2 --out "$R/gap-expandable"
+  grep -hE 'allocator|whole_ms_p50|_ms"|gap_ms|_gib' "$R"/gap-*/gap.json
 else
   step gpu-tests "${L1:-300}" python3 -m pytest -q tests/codec/test_gpu_fastpath.py
 fi

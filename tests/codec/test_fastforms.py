@@ -168,3 +168,22 @@ def test_compiled_carried_strips_with_fast_forms_equal_the_whole_decode(monkeypa
     assert calls, "the carried strips did not take the phase convs"
     torch.testing.assert_close(out, whole, rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()
+
+
+def test_with_grad_on_the_compiled_decoder_keeps_diffusers_modules(decoder):
+    """The Triton ops have no backward: traced with grad on (training), the decoder keeps diffusers'
+    convolutions, and gradients flow."""
+    graphs = []
+
+    def capture(gm, inputs):  # noqa: ANN001, ANN202
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    fast = fastforms.use_fast_forms(copy.deepcopy(decoder).to(memory_format=torch.channels_last))
+    latent = _latent().requires_grad_(True)
+    torch.compile(fast, backend=capture, dynamic=False)(latent).square().mean().backward()
+    assert latent.grad is not None and torch.isfinite(latent.grad).all()
+    targets = [str(n.target) for g in graphs for n in g.graph.nodes]
+    assert not any("ditic." in t for t in targets)
+    torch._dynamo.reset()
