@@ -67,9 +67,9 @@ def test_fast_vit_off(decoder, monkeypatch):
     assert all(type(a) is type(b) for a, b in zip(fast.modules(), decoder.modules(), strict=True))
 
 
-def test_under_compile_the_fast_forms_replace_grouped_convolutions(decoder):
-    """The graph dynamo traces holds no grouped convolution (depthwise: the custom op; grouped 1x1: bmm),
-    the last norm is the custom op, and it computes the diffusers decoder's output."""
+def _traced(decoder: torch.nn.Module, latent: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """A fast-forms copy of ``decoder`` on ``latent`` through torch.compile, and the FX graphs dynamo
+    traced (run as they are: no inductor)."""
     graphs = []
 
     def capture(gm, inputs):  # noqa: ANN001, ANN202
@@ -78,8 +78,14 @@ def test_under_compile_the_fast_forms_replace_grouped_convolutions(decoder):
 
     torch._dynamo.reset()
     fast = fastforms.use_fast_forms(copy.deepcopy(decoder).to(memory_format=torch.channels_last))
+    return torch.compile(fast, backend=capture, dynamic=False)(latent), graphs
+
+
+def test_under_compile_the_fast_forms_replace_grouped_convolutions(decoder):
+    """The graph dynamo traces holds no grouped convolution (depthwise: the custom op; grouped 1x1: bmm),
+    the last norm is the custom op, and it computes the diffusers decoder's output."""
     with torch.no_grad():
-        out = torch.compile(fast, backend=capture, dynamic=False)(_latent())
+        out, graphs = _traced(decoder, _latent())
         torch.testing.assert_close(out, decoder(_latent()), rtol=1e-5, atol=1e-5)
     convs = [n for g in graphs for n in g.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
     groups = [n.args[6] if len(n.args) > 6 else n.kwargs.get("groups", 1) for n in convs]
@@ -173,16 +179,9 @@ def test_compiled_carried_strips_with_fast_forms_equal_the_whole_decode(monkeypa
 def test_with_grad_on_the_compiled_decoder_keeps_diffusers_modules(decoder):
     """The Triton ops have no backward: traced with grad on (training), the decoder keeps diffusers'
     convolutions, and gradients flow."""
-    graphs = []
-
-    def capture(gm, inputs):  # noqa: ANN001, ANN202
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    fast = fastforms.use_fast_forms(copy.deepcopy(decoder).to(memory_format=torch.channels_last))
     latent = _latent().requires_grad_(True)
-    torch.compile(fast, backend=capture, dynamic=False)(latent).square().mean().backward()
+    out, graphs = _traced(decoder, latent)
+    out.square().mean().backward()
     assert latent.grad is not None and torch.isfinite(latent.grad).all()
     targets = [str(n.target) for g in graphs for n in g.graph.nodes]
     assert not any("ditic." in t for t in targets)
