@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Session 18's H200 calls (issue 6: 2048² decode in <= 130 ms and <= 4 GiB), ditic-official random weights,
-# bf16, compiled. What changed (CPU-tested): codec.fastvit, the DC-AE's EfficientViT parts in forms inductor
-# fuses under compile (depthwise convs as shifted sums, grouped 1x1 as one bmm, the linear attention's
-# [v; 1] k^T in pixel chunks); DITIC_FAST_FORMS=0 is the same-run baseline.
+# bf16, compiled. What changed (CPU-tested): codec.fastforms, faster forms of the DC-AE's and DiT's parts
+# under compile (grouped 1x1 as one bmm, the linear attentions' [v; 1] k^T in pixel chunks, depthwise
+# convs and the last norm as codec.kernels' Triton ops, upsample convs as phase convs); DITIC_FAST_FORMS=0
+# is the same-run baseline. The modes ran in this order; the early ones ran earlier code (the depthwise
+# convs as inductor-fused sums: see docs/BENCHMARKS.md, session 18).
 #   MODE=vit (~8 min): the DC-AE alone (tools/streamed_decode.py), whole and carried 2 GiB at 2048²,
 #            fast parts off, then on (with --exact 1024 and --profile).
 #   MODE=gap (~8 min): the DC-AE alone again (profiled, inductor's output code kept), then
