@@ -101,8 +101,8 @@ def _is_grouped_pointwise(conv: nn.Conv2d) -> bool:
 # i-1 and i: row 2i-1 as x[i-1]·(W0+W1) + x[i]·W2, row 2i as x[i-1]·W0 + x[i]·(W1+W2), and columns
 # alike. So the four output phases are 2x2 convs of the low-resolution input, one conv with 4x the output
 # channels, then a pixel shuffle: 2x2 taps at 1/4 of the pixels against 3x3 taps at all of them, 2.25x
-# fewer FLOPs (ditic-official at 2048²: 6.2 of the local part's ~28 TFLOP are these convs), and the x4
-# upsampled input is never stored. Summation order and the tap sums' rounding are all that differ.
+# fewer FLOPs (ditic-official at 2048², counted: 6.2 of the local part's ~28 TFLOP are these convs), and
+# the x4 upsampled input is never stored. Summation order and the tap sums' rounding are all that differ.
 _PAIRS = ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)), ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0))  # (phase, tap, 3x3 row)
 
 

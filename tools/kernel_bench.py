@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dcae_variants import _median_ms  # noqa: E402  (this folder: the wall-clock median with syncs)
+
 from codec import kernels  # noqa: E402
 
 # (channels, side, kernel): the GLUMBConv's 3x3 and the multiscale 5x5 at 1/8, 1/16, 1/32 of 2048²
@@ -39,20 +41,6 @@ def _ms(fn, repeats: int = 20) -> float:  # noqa: ANN001
     return statistics.median(times)
 
 
-def _wall_ms(fn, repeats: int = 20) -> float:  # noqa: ANN001
-    import time
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def _to_host() -> None:
     from PIL import Image
 
@@ -60,8 +48,8 @@ def _to_host() -> None:
 
     x = torch.rand(1, 3, 2048, 2048, device="cuda", dtype=torch.bfloat16) * 2 - 1
     for pinned in (False, True):
-        ms = _wall_ms(lambda: image.to_uint8(x, pinned=pinned))  # noqa: B023
-        pil = _wall_ms(lambda: Image.fromarray(image.to_uint8(x, pinned=pinned)[0], "RGB"))  # noqa: B023
+        ms = _median_ms(lambda: image.to_uint8(x, pinned=pinned), 20, warmup=3)  # noqa: B023
+        pil = _median_ms(lambda: Image.fromarray(image.to_uint8(x, pinned=pinned)[0], "RGB"), 20, warmup=3)  # noqa: B023
         print(f"to_uint8 2048², pinned={pinned}: {ms:.2f} ms; with PIL's image: {pil:.2f} ms")
 
 
