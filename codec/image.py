@@ -35,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.nn import functional as F
 
+from codec import host
 from codec.bitstream import ALPHA, DEFAULT_MAX_PIXELS, EXIF, ICC, SOURCE_MODES, XMP, Header
 from codec.errors import FormatError, InputImageError
 
@@ -295,11 +296,7 @@ def to_uint8(x: Tensor, pinned: bool = True) -> np.ndarray:
     goes into page-locked host memory (torch's caching host allocator) where ``pinned``: a pageable copy
     is staged through a driver buffer (tools/kernel_bench.py --to-host measures both)."""
     x = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    pixels = x.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-    if not (pixels.is_cuda and pinned):
-        return pixels.cpu().numpy()
-    host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
-    return host.copy_(pixels).numpy()
+    return host.to_numpy(x.to(torch.uint8).permute(0, 2, 3, 1).contiguous(), pinned)
 
 
 def to_pil(x: Tensor) -> list[Image.Image]:

@@ -244,6 +244,14 @@ class LatentCodec(nn.Module):
         return out
 
     # --- coding --------------------------------------------------------------------------------
+    levels_on_device: bool | None = None  # None: where the tensors are off the CPU (tests set True)
+
+    def _levels_on_device(self, device: torch.device) -> bool:
+        """Whether decoding computes each step's table levels and y_hat beside the scales (a GPU's
+        work, ``StepPositions.levels``/``place``) rather than in numpy (``decode_batch``). Both decode
+        the same symbols; the GPU path copies less and leaves the host only the range coder's work."""
+        return device.type != "cpu" if self.levels_on_device is None else self.levels_on_device
+
     def _positions(self, k: int, mask: Tensor) -> StepPositions:
         from codec.entropy.coding import StepPositions
 
@@ -310,12 +318,21 @@ class LatentCodec(nn.Module):
         z_size = (-(-h // 4), -(-w // 4))
         z_hat = self._timed(self.entropy_bottleneck.decompress, [s[0] for s in strings], z_size)
         coders = [self.gaussian_conditional.stream_decoder(s[1]) for s in strings]
+        boundaries = None  # on the device, for the decoders' table levels there
 
         def decode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
+            nonlocal boundaries
             positions = self._positions(k, mask)
-            scales_k, means_k = positions.gather(scales, means)  # one transfer per step
-            y_hat_k = self._timed(GaussianStreamDecoder.decode_batch, coders, scales_k, means_k)
-            return positions.scatter(y_hat_k, means)
+            if not self._levels_on_device(means.device):
+                scales_k, means_k = positions.gather(scales, means)  # one transfer per step
+                y_hat_k = self._timed(GaussianStreamDecoder.decode_batch, coders, scales_k, means_k)
+                return positions.scatter(y_hat_k, means)
+            if boundaries is None:
+                boundaries = torch.from_numpy(coders[0].boundaries).to(means.device)
+            levels, means_k = positions.levels(scales, means, boundaries)  # one int32 transfer per step
+            q = positions.host_values(len(coders), means.device)
+            self._timed(GaussianStreamDecoder.decode_levels, coders, levels, q.numpy())
+            return positions.place(q, means_k, means)
 
         y_hat, y_scales = self.entropy_path64().run(z_hat.to(device, torch.float64), (h, w), decode)
         for coder in coders:

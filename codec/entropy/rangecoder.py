@@ -153,17 +153,21 @@ class _Groups:
     """How the format orders (B, n) symbols: per image, by table, then by position.
 
     ``flat[order]`` lists them in that order; the non-empty (image, table) groups follow each other
-    there, group i being image ``image[i]``, table ``table[i]``, ``count[i]`` symbols. A stable sort of
-    16-bit keys is a radix sort in numpy (linear time, ~10x faster than sorting 64-bit indexes)."""
+    there, group i being image ``image[i]``, table ``table[i]``, ``count[i]`` symbols. ``order`` is None
+    where that is the flat order already: each image uses one table (an untrained model's scales all
+    fall below the first level). A stable sort of 16-bit keys is a radix sort in numpy (linear time,
+    ~10x faster than sorting 64-bit indexes)."""
 
-    order: np.ndarray
+    order: np.ndarray | None
     image: np.ndarray
     table: np.ndarray
     count: np.ndarray
 
     @staticmethod
     def of(idx: np.ndarray, n_tables: int) -> _Groups:
-        batch = idx.shape[0]
+        batch, n = idx.shape
+        if n and (table := idx.min(axis=1)).tolist() == idx.max(axis=1).tolist():  # one table per image
+            return _Groups(None, np.arange(batch), table, np.full(batch, n))
         key = idx + (np.arange(batch) * n_tables)[:, None]
         key = key.astype(np.uint16 if batch * n_tables <= 1 << 16 else np.int64).reshape(-1)
         counts = np.bincount(key, minlength=batch * n_tables)
@@ -201,6 +205,13 @@ class _Writer:
         if digits:
             self.enc.encode(np.asarray(digits, dtype=np.int32), _UNIFORM16)
 
+    def escape_values(self, values: np.ndarray) -> None:
+        """Integer values (float64) as zigzag ``uints``: in numpy where each takes one digit (|v| < 2^14)."""
+        if values.size and np.abs(values).max() < 1 << (_DIGIT_BITS - 1):
+            self.enc.encode(np.where(values >= 0, 2 * values, -2 * values - 1).astype(np.int32), _UNIFORM16)
+        elif values.size:
+            self.uints([_zigzag(int(v)) for v in values])
+
     def flag(self, bit: bool) -> None:
         """A rare yes/no (the index guard's): ~1e-5 bits when no."""
         self.enc.encode(np.array([int(bit)], dtype=np.int32), _GUARD_FLAG)
@@ -218,13 +229,13 @@ def _write_symbols(writers: Sequence[_Writer], q: np.ndarray, idx: np.ndarray, t
     """Row b of ``q`` (B, n; integers as float64, no -0.0) into ``writers[b]``, tables ``idx``."""
     sym, escaped = tables.symbols(q, idx)
     groups = _Groups.of(idx, len(tables.models))
-    sym = sym.reshape(-1)[groups.order]
+    sym = sym.reshape(-1) if groups.order is None else sym.reshape(-1)[groups.order]
     for writer, row in zip(writers, q, strict=True):
         writer.crc = _crc(row, writer.crc)
     for b, t, start, stop in groups.spans():
         writers[b].enc.encode(sym[start:stop], tables.models[t])
     for b in np.flatnonzero(escaped.any(axis=1)).tolist():
-        writers[b].uints([_zigzag(int(v)) for v in q[b][escaped[b]]])
+        writers[b].escape_values(q[b][escaped[b]])
 
 
 class _Reader:
@@ -247,10 +258,14 @@ class _Reader:
 
     def uints(self, count: int) -> list[int]:
         """``count`` values, digits read in runs: each value left takes one digit at least."""
+        return self._assemble(self._decode(_UNIFORM16, count), count) if count > 0 else []
+
+    def _assemble(self, digits: np.ndarray, count: int) -> list[int]:
+        """``count`` values from their first run of digits (one per value), reading more as needed."""
         out: list[int] = []
         u = shift = 0
-        while len(out) < count:
-            for d in self._decode(_UNIFORM16, count - len(out)).tolist():
+        while True:
+            for d in digits.tolist():
                 u |= (d & _DIGIT_MASK) << shift
                 if not d >> _DIGIT_BITS:
                     out.append(u)
@@ -259,7 +274,21 @@ class _Reader:
                 shift += _DIGIT_BITS
                 if shift >= _MAX_DIGITS * _DIGIT_BITS:
                     raise FormatError("entropy-coded stream is corrupt: escape value too long")
-        return out
+            if len(out) >= count:
+                return out
+            digits = self._decode(_UNIFORM16, count - len(out))
+
+    def escape_values(self, count: int) -> np.ndarray:
+        """Mirror of ``_Writer.escape_values``: ``count`` zigzag values as float64, in numpy when each
+        took one digit (the usual case), else digit by digit."""
+        digits = self._decode(_UNIFORM16, count)
+        if not (digits >> _DIGIT_BITS).any():
+            u = digits.astype(np.int64)
+            return np.where(u & 1, -((u + 1) >> 1), u >> 1).astype(np.float64)
+        try:
+            return np.array([_unzigzag(u) for u in self._assemble(digits, count)], dtype=np.float64)
+        except OverflowError as e:
+            raise FormatError("entropy-coded stream is corrupt: escape value out of range") from e
 
     def flag(self) -> bool:
         """Mirror of ``_Writer.flag``."""
@@ -280,23 +309,35 @@ def _unzigzag(u: int) -> int:
     return (u >> 1) if u % 2 == 0 else -((u + 1) >> 1)
 
 
-def _read_symbols(readers: Sequence[_Reader], idx: np.ndarray, tables: _Tables) -> np.ndarray:
-    """Mirror of ``_write_symbols``: (B, n) float64 values, row b from ``readers[b]``."""
+def _read_symbols(
+    readers: Sequence[_Reader], idx: np.ndarray, tables: _Tables, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Mirror of ``_write_symbols``: (B, n) float64 values, row b from ``readers[b]``, written to ``out``
+    (C-contiguous float64, (B, n)) if given. An image of one table (``_Groups.order`` None) takes no
+    gather nor scatter: its symbols are in position order already."""
+    batch, n = idx.shape
     groups = _Groups.of(idx, len(tables.models))
-    sym = np.empty(idx.size, dtype=np.int64)  # in stream order
-    for b, t, start, stop in groups.spans():
-        sym[start:stop] = readers[b]._decode(tables.models[t], stop - start)
-    q = np.empty(idx.size)
-    q[groups.order] = sym + groups.per_symbol(tables.offset)
-    escaped = groups.order[sym == groups.per_symbol(tables.n_regular)]
-    for b in np.unique(escaped // idx.shape[1]).tolist():  # each image's escapes in position order
-        where = np.sort(escaped[escaped // idx.shape[1] == b])
-        codes = readers[b].uints(where.size)
-        try:
-            q[where] = np.array([_unzigzag(u) for u in codes], dtype=np.float64)
-        except OverflowError as e:
-            raise FormatError("entropy-coded stream is corrupt: escape value out of range") from e
-    q = q.reshape(idx.shape)
+    q = np.empty((batch, n)) if out is None else out
+    flat = q.reshape(-1)
+    parts = [
+        (b, t, start, readers[b]._decode(tables.models[t], stop - start))
+        for b, t, start, stop in groups.spans()
+    ]
+    if groups.order is None:  # stream order is position order, one group per image
+        escaped = []
+        for _, t, start, sym in parts:
+            np.add(sym, tables.offset[t], out=flat[start : start + sym.size])
+            escaped.append(np.flatnonzero(sym == tables.n_regular[t]) + start)
+        escaped = np.concatenate(escaped) if escaped else np.empty(0, np.intp)
+    else:
+        sym = np.concatenate([p[3] for p in parts]) if parts else np.empty(0, np.int64)
+        flat[groups.order] = sym + groups.per_symbol(tables.offset)
+        escaped = np.sort(groups.order[sym == groups.per_symbol(tables.n_regular)])
+    if escaped.size:  # each image's escapes in position order
+        stops = np.searchsorted(escaped, np.arange(1, batch + 1) * n).tolist()
+        for b, (start, stop) in enumerate(zip([0, *stops[:-1]], stops, strict=True)):
+            if stop > start:
+                flat[escaped[start:stop]] = readers[b].escape_values(stop - start)
     for reader, row in zip(readers, q, strict=True):
         reader.crc = _crc(row, reader.crc)
     return q

@@ -26,7 +26,7 @@ from codec.entropy import (
     GaussianStreamEncoder,
     scale_indexes,
 )
-from codec.entropy.coding import _levels
+from codec.entropy.coding import StepPositions, _levels
 from codec.entropy.rangecoder import _Reader, _Writer
 from codec.errors import FormatError
 
@@ -152,6 +152,23 @@ def reference_stream(gc: GaussianConditional, steps: list[tuple[np.ndarray, ...]
     return enc.get_compressed().astype("<u4").tobytes()
 
 
+def decode_with_levels_in_torch(gc, strings: list[bytes], steps: list[tuple]) -> None:  # noqa: ANN001
+    """The GPU decoder's path (table levels and y_hat in torch, beside the scales; here on the CPU)
+    decodes ``steps`` ((B, n) y, scales, means) from ``strings`` as ``decode_batch`` does."""
+    batch, n = steps[0][0].shape
+    positions = StepPositions(torch.ones(1, max(n, 1), 1, 1)[:, :n])
+    decoders = [gc.stream_decoder(x) for x in strings]
+    boundaries = torch.from_numpy(decoders[0].boundaries)
+    for y, s, m in steps:
+        scales, means = (torch.from_numpy(a).reshape(batch, n, 1, 1) for a in (s, m))
+        levels, means_k = positions.levels(scales, means, boundaries)
+        assert levels.dtype == np.int32 and np.array_equal(levels, scale_indexes(s, decoders[0].boundaries))
+        y_hat = positions.place(GaussianStreamDecoder.decode_levels(decoders, levels), means_k, means)
+        assert torch.equal(y_hat, torch.from_numpy(np.rint(y - m) + m).reshape(scales.shape))
+    for d in decoders:
+        d.finish()
+
+
 scale_values = st.one_of(
     st.floats(1e-3, 1e3),
     st.sampled_from(GaussianConditional().scale_table.double().tolist()),
@@ -183,6 +200,7 @@ def test_batched_steps_make_the_reference_bytes(gc, data: st.DataObject) -> None
         assert np.array_equal(GaussianStreamDecoder.decode_batch(decoders, s, m), np.rint(y - m) + m)
     for d in decoders:
         d.finish()
+    decode_with_levels_in_torch(gc, strings, steps)
 
 
 @settings(max_examples=50, deadline=None)
@@ -208,6 +226,26 @@ def test_levels_are_exact_for_irregular_tables(boundaries: list[float]) -> None:
 # ----------------------------------------------------------------------------- batches
 
 
+def batch_round_trip(gc, steps: list[tuple]) -> None:  # noqa: ANN001
+    """``steps`` ((B, n) y, scales, means) coded as a batch make each image's bytes coded alone, and
+    decode back to round(y - means) + means by both decoding paths."""
+    batch = [gc.stream_encoder() for _ in range(len(steps[0][0]))]
+    for y, s, m in steps:
+        GaussianStreamEncoder.encode_batch(batch, y, s, m)
+    strings = [e.finish() for e in batch]
+    for b in range(len(batch)):
+        alone = gc.stream_encoder()
+        for y, s, m in steps:
+            alone.encode(torch.from_numpy(y[b]), torch.from_numpy(s[b]), torch.from_numpy(m[b]))
+        assert strings[b] == alone.finish()
+    decoders = [gc.stream_decoder(x) for x in strings]
+    for y, s, m in steps:
+        assert np.array_equal(GaussianStreamDecoder.decode_batch(decoders, s, m), np.rint(y - m) + m)
+    for d in decoders:
+        d.finish()
+    decode_with_levels_in_torch(gc, strings, steps)
+
+
 def test_a_batch_of_different_images_codes_each_as_alone(gc) -> None:
     """Image 0 has value escapes, image 1 index escapes (boundary scales), image 2 neither."""
     rng = np.random.default_rng(3)
@@ -220,20 +258,31 @@ def test_a_batch_of_different_images_codes_each_as_alone(gc) -> None:
         y = m + rng.normal(0, 1, (3, 500)) * s
         y[0, ::50] = 1e12
         steps.append((y, s, m))
-    batch = [gc.stream_encoder() for _ in range(3)]
-    for y, s, m in steps:
-        GaussianStreamEncoder.encode_batch(batch, y, s, m)
-    strings = [e.finish() for e in batch]
-    for b in range(3):
-        alone = gc.stream_encoder()
-        for y, s, m in steps:
-            alone.encode(torch.from_numpy(y[b]), torch.from_numpy(s[b]), torch.from_numpy(m[b]))
-        assert strings[b] == alone.finish()
-    decoders = [gc.stream_decoder(x) for x in strings]
-    for y, s, m in steps:
-        assert np.array_equal(GaussianStreamDecoder.decode_batch(decoders, s, m), np.rint(y - m) + m)
-    for d in decoders:
-        d.finish()
+    batch_round_trip(gc, steps)
+
+
+def test_images_of_one_table_each_take_the_flat_order(gc) -> None:
+    """Each image's scales on one level (an untrained model: all below the first), a different level
+    per image, value escapes in one: no sort (``_Groups.order`` None), the same bytes as one by one."""
+    from codec.entropy.rangecoder import _Groups
+
+    rng = np.random.default_rng(5)
+    table = gc.scale_table.double().numpy()
+    s = np.repeat([[0.01], [table[20]], [table[40] * 0.999]], 3000, axis=1)
+    steps = []
+    for _ in range(2):
+        m = rng.normal(0, 3, s.shape)
+        y = m + rng.normal(0, 1, s.shape) * np.maximum(s, 0.5)
+        y[1, ::100] = -1e9
+        steps.append((y, s, m))
+    idx = scale_indexes(s, gc.stream_decoder(b"").boundaries)
+    groups = _Groups.of(idx, len(table))
+    assert groups.order is None and groups.table.tolist() == [0, 20, 40]
+    assert groups.count.tolist() == [3000] * 3
+    mixed = idx.copy()
+    mixed[1, 7] = 3
+    assert _Groups.of(mixed, len(table)).order is not None  # an image of two tables: sorted
+    batch_round_trip(gc, steps)
 
 
 def test_one_corrupt_stream_in_a_batch_is_an_error(gc) -> None:
@@ -264,6 +313,19 @@ def test_batch_arguments_are_checked(gc) -> None:
         GaussianStreamEncoder.encode_batch([encoders[0], other.stream_encoder()], y, y + 1, y)
     with pytest.raises(ValueError, match=r"must be \(1, n\)"):
         GaussianStreamDecoder.decode_batch([gc.stream_decoder(b"")], y, y)
+    # the levels path: a scale that is not finite comes back as level -1 and is the same error
+    positions, scales = StepPositions(torch.ones(1, 5, 1, 1)), torch.ones(2, 5, 1, 1, dtype=torch.float64)
+    boundaries = torch.from_numpy(gc.stream_decoder(b"").boundaries)
+    for bad in (math.nan, math.inf, -math.inf):
+        scales[1, 3] = bad
+        levels, _ = positions.levels(scales, scales, boundaries)
+        assert levels[1, 3] == -1 and (np.delete(levels, 8) >= 0).all()
+        with pytest.raises(ValueError, match="NaN"):
+            GaussianStreamDecoder.decode_levels([gc.stream_decoder(b"")] * 2, levels)
+    with pytest.raises(ValueError, match=r"must be \(1, n\)"):
+        GaussianStreamDecoder.decode_levels([gc.stream_decoder(b"")], levels)
+    with pytest.raises(ValueError, match="out of range"):
+        GaussianStreamDecoder.decode_levels([gc.stream_decoder(b"")], np.full((1, 5), 10**6))
 
 
 def test_table_cache_follows_buffer_changes() -> None:
@@ -339,8 +401,13 @@ def test_model_payloads_match_the_per_image_reference(
         ref_strings, ref_y_hat = reference_compress(codec, latent, aux, quality)
         assert strings == ref_strings
         assert torch.equal(y_hat, ref_y_hat)
-        out = codec.decompress(strings, y_size, quality, torch.device("cpu"), torch.float32)
-        assert torch.equal(out["y_hat"], y_hat)
+        for on_device in (False, True):  # True: the GPU decoder's levels and y_hat in torch (here on the CPU)
+            codec.levels_on_device = on_device
+            try:
+                out = codec.decompress(strings, y_size, quality, torch.device("cpu"), torch.float32)
+            finally:
+                codec.levels_on_device = None
+            assert torch.equal(out["y_hat"], y_hat)
         for b in range(batch):  # each image alone: the same strings (y_hat: the LRP net's float64 noise)
             alone, alone_y_hat = codec.compress(latent[b : b + 1], aux[b : b + 1], quality)
             assert alone == strings[b : b + 1]
@@ -349,7 +416,6 @@ def test_model_payloads_match_the_per_image_reference(
 
 def test_step_positions_move_the_same_values_with_numpy_and_torch() -> None:
     """The GPU path (torch gather/scatter on the tensors' device), run here on the CPU."""
-    from codec.entropy.coding import StepPositions
     from codec.latent import four_step_masks
 
     g = torch.Generator().manual_seed(0)

@@ -104,6 +104,27 @@ def test_entropy_path_graphs_share_one_pool_and_decode_as_eager(photos: list[np.
         assert torch.allclose(a, b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("model", ["ditic-small", "ditic-official"])
+def test_table_levels_on_the_gpu_decode_as_numpy_does(photos: list[np.ndarray], model: str) -> None:
+    """The GPU decoder's table levels and y_hat in torch (``StepPositions.levels``/``place``) give the
+    numpy path's latents bit for bit: a trained model (many tables) and random weights (every scale
+    below the first level, a few value escapes)."""
+    codec = load_codec(model, device="cuda", allow_untrained=True)
+    latent_codec = codec.model.codec
+    for quality in sorted({min(codec.qualities), max(codec.qualities)}):
+        for payload in codec.encode(photos, quality):
+            header, strings, _ = bitstream.unpack(payload)
+            shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
+            decoded = []
+            for on_device in (None, False):
+                latent_codec.levels_on_device = on_device
+                try:
+                    decoded.append(codec.model.decompress_heads([strings], shape, quality)["y_hat"])
+                finally:
+                    latent_codec.levels_on_device = None
+            assert decoded[0].is_cuda and torch.equal(decoded[0], decoded[1])
+
+
 def test_compiled_autoencoder_is_faithful(photos: list[np.ndarray]) -> None:
     eager = load_codec("ditic-small", device="cuda", dtype=torch.bfloat16)
     compiled = load_codec("ditic-small", device="cuda", dtype=torch.bfloat16, compile=True)
