@@ -23,8 +23,10 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,6 +67,96 @@ def _profile(codec, payloads: list[bytes], out: Path, device: str) -> dict:  # n
         getattr(e, "self_" + attr) for e in events if e.device_type == cuda and "decode." not in e.key
     )
     return {"ranges": ranges, "kernels_device_ms": kernels / 1e3}
+
+
+ENTROPY_PARTS = (  # (label, owner, method): the pieces of LatentCodec.decompress_latent, in call order
+    ("z", "codec.entropy.models:EntropyBottleneck", "decompress"),
+    ("hyper", "codec.latent:EntropyPath", "hyper"),
+    ("params", "codec.latent:EntropyPath", "params"),
+    ("levels", "codec.entropy.coding:StepPositions", "levels"),
+    ("gather", "codec.entropy.coding:StepPositions", "gather"),
+    ("coder", "codec.entropy.coding:GaussianStreamDecoder", "decode_levels"),
+    ("coder_numpy", "codec.entropy.coding:GaussianStreamDecoder", "decode_batch"),
+    ("place", "codec.entropy.coding:StepPositions", "place"),
+    ("scatter", "codec.entropy.coding:StepPositions", "scatter"),
+    ("refine", "codec.latent:EntropyPath", "refine"),
+)
+
+
+def _entropy_parts(codec, payloads: list[bytes], device: str, repeats: int) -> dict:  # noqa: ANN001
+    """Median ms per entropy decode of each piece of ``decompress_latent`` (summed over its context steps),
+    each timed with the device synchronised before and after, beside the whole call timed the same way;
+    ``rest`` is what the pieces leave (the steps' elementwise updates, finish, Python)."""
+    import importlib
+
+    from codec import bitstream
+    from codec.model import PAD_MULTIPLE
+
+    clock = bench._Clock(device)
+    totals: dict[str, float] = {}
+    saved = []
+    for label, owner, name in ENTROPY_PARTS:
+        module, cls = owner.split(":")
+        klass = getattr(importlib.import_module(module), cls)
+        fn = klass.__dict__[name]
+        inner = fn.__func__ if isinstance(fn, staticmethod) else fn
+
+        def timed(*args, _inner=inner, _label=label, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            result, ms = clock(lambda: _inner(*args, **kwargs))
+            totals[_label] = totals.get(_label, 0.0) + ms
+            return result
+
+        saved.append((klass, name, fn))
+        setattr(klass, name, staticmethod(timed) if isinstance(fn, staticmethod) else timed)
+    header, strings, _ = bitstream.unpack(payloads[0])
+    shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
+    runs: list[dict[str, float]] = []
+    try:
+        for _ in range(repeats + 1):
+            totals.clear()
+            with torch.no_grad():
+                _, ms = clock(codec.model.decompress_latent, [strings], shape, header.quality)
+            runs.append(dict(totals, whole=ms, rest=ms - sum(totals.values())))
+    finally:
+        for klass, name, fn in saved:
+            setattr(klass, name, fn)
+    keys = [k for k in ("whole", *(p[0] for p in ENTROPY_PARTS), "rest") if k in runs[-1]]
+    return {k: statistics.median(r[k] for r in runs[1:]) for k in keys} | _coder_alone(
+        codec, strings, shape, header.quality, repeats
+    )
+
+
+def _coder_alone(codec, strings: list[bytes], shape: tuple, quality: int, repeats: int) -> dict:  # noqa: ANN001
+    """The y stream's range decoding alone, replayed back to back from one decode's table levels (no
+    network between the steps): the host's floor for ``coder``; the difference is what running between
+    GPU work costs the same numpy and range-coder calls (cold caches, first touches)."""
+    from codec.entropy.coding import GaussianStreamDecoder
+
+    gc = codec.model.codec.gaussian_conditional
+    steps: list[np.ndarray] = []
+    decode_levels = GaussianStreamDecoder.__dict__["decode_levels"]
+
+    def keep(decoders, levels, out=None):  # noqa: ANN001, ANN202
+        steps.append(np.array(levels))
+        return decode_levels.__func__(decoders, levels, out)
+
+    GaussianStreamDecoder.decode_levels = staticmethod(keep)
+    try:
+        with torch.no_grad():
+            codec.model.decompress_latent([strings], shape, quality)
+    finally:
+        GaussianStreamDecoder.decode_levels = decode_levels
+    if not steps:
+        return {}
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        decoders = [gc.stream_decoder(strings[1])]
+        for levels in steps:
+            GaussianStreamDecoder.decode_levels(decoders, levels)
+        decoders[0].finish()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"coder_alone": statistics.median(times[1:])}
 
 
 def main() -> int:
@@ -112,6 +204,7 @@ def main() -> int:
         row[key] = statistics.median(s[key] for s in stages)
     row["stage_sum_ms"] = sum(row[k] for k in keys)
     row["gap_ms"] = row["whole_ms_p50"] - row["stage_sum_ms"]
+    row["entropy_parts_ms"] = _entropy_parts(codec, payloads, device, args.repeats)
     row["profile"] = _profile(codec, payloads, args.out, device)
     (args.out / "gap.json").write_text(json.dumps(row, indent=1))
     print(json.dumps(row, indent=1))

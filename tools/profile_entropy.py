@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the networks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--statistics", choices=("trained-like", "untrained"), default="trained-like")
+    parser.add_argument("--levels-in-torch", action="store_true",
+                        help="decode as on a GPU: table levels and y_hat in torch beside the scales "
+                             "(LatentCodec.levels_on_device), the coder gets int32 levels")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     meter = CoderMeter()
@@ -202,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.statistics == "trained-like":
         TrainedLike(args.seed).install()
     codec = build(args.model, args.seed)
+    codec.levels_on_device = args.levels_in_torch or None
     print(
-        f"{args.model} ({args.statistics} statistics), batch {args.batch}, quality {args.quality}, "
+        f"{args.model} ({args.statistics} statistics{', levels in torch' if args.levels_in_torch else ''}), "
+        f"batch {args.batch}, quality {args.quality}, "
         f"torch threads {args.threads}, median of {args.repeats}; ms per call"
     )
     print("size | y symbols | bytes (sha256) | enc: coding, host, host cpu | dec: coding, host, host cpu")
