@@ -8,6 +8,11 @@
 #            2048² / 2 GiB (the bar's command).
 #   MODE=bars (~9 min): the other bars again with the fast forms: `ditic bench` at 1024² (bf16 compiled,
 #            then the fp32 eager baseline), 4096² within 6 GiB (2 GiB DC-AE budget), 768x512 batch 8.
+#            In call 4 the full-codec 1024² and the 768x512 benches ran out of their limits (compiling the
+#            whole codec now takes longer than session 5's limits allowed); call 5 ran 1024² decode-only.
+#   MODE=verify (~9 min, not run yet): 768x512 batch 8 with a 280 s limit, ditic-official's compiled bf16
+#            DC-AE split against the fp32 eager whole decode at 1024² (PSNR, after session 18's phase
+#            convs), and the 2048² bar's bench again.
 # Carry [".carry/bundle"]. Results: $OUT/s19-$MODE.tgz (rewritten after every step).
 MODE=${MODE:-entropy}
 R=/tmp/s19-$MODE TGZ=s19-$MODE.tgz
@@ -30,6 +35,15 @@ elif [ "$MODE" = bars ]; then  # session 5's commands for 1024² and 768x512; 40
     --repeats 3 --warmup 1 --decode-plan auto --decode-memory-gib 2
   bench b768 "${L4:-120}" --model "$M" --sizes 768x512 --dtypes bf16 --compile --batch-sizes 8 --repeats 5 \
     --warmup 2 --no-stages
+  for f in "$R"/b*/bench-codec.md; do echo "== $f"; cat "$f"; done
+elif [ "$MODE" = verify ]; then  # what session 19 left unmeasured (~9 min): limits sized for today's compiles
+  bench b768 "${L1:-280}" --model "$M" --sizes 768x512 --dtypes bf16 --compile --batch-sizes 8 --repeats 5 \
+    --warmup 2 --no-stages
+  step exact "${L2:-150}" python3 tools/streamed_decode.py --model "$M" --exact 1024 --points 2048:2:auto \
+    --repeats 3 --out "$R/exact/streamed.json"
+  cat "$R/exact/streamed.md" 2>/dev/null
+  bench b2048 "${L3:-150}" --model "$M" --sizes 2048x2048 --dtypes bf16 --compile --decode-only --eager-encode \
+    --repeats 10 --warmup 2 --decode-plan auto --decode-memory-gib 2
   for f in "$R"/b*/bench-codec.md; do echo "== $f"; cat "$f"; done
 fi
 tar czf "$OUT/$TGZ" -C "$R" .
