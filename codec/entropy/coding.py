@@ -294,7 +294,8 @@ class StepPositions:
         them; a level is the same searchsorted (left) of the same float64 scale as there.
 
         Copies 4 bytes per element to the host instead of 16 (scales and means), and moves the level
-        search off the CPU (on a GPU: one kernel against ~1 ms of numpy per 2048² step)."""
+        search off the CPU (in numpy it took ~0.85 ms per 2048² step on the 2-core VM, session 18's
+        profile)."""
         index = self._index(scales.device)
         s = scales.reshape(scales.shape[0], -1).to(torch.float64).index_select(1, index)
         m = means.reshape(means.shape[0], -1).to(torch.float64).index_select(1, index)
