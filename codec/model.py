@@ -318,17 +318,15 @@ class LatentCodec(nn.Module):
         z_size = (-(-h // 4), -(-w // 4))
         z_hat = self._timed(self.entropy_bottleneck.decompress, [s[0] for s in strings], z_size)
         coders = [self.gaussian_conditional.stream_decoder(s[1]) for s in strings]
-        boundaries = None  # on the device, for the decoders' table levels there
+        on_device = self._levels_on_device(torch.device(device)) and bool(coders)
+        boundaries = torch.from_numpy(coders[0].boundaries).to(device) if on_device else None
 
         def decode(k: int, means: Tensor, scales: Tensor, mask: Tensor) -> Tensor:
-            nonlocal boundaries
             positions = self._positions(k, mask)
-            if not self._levels_on_device(means.device):
+            if not on_device:
                 scales_k, means_k = positions.gather(scales, means)  # one transfer per step
                 y_hat_k = self._timed(GaussianStreamDecoder.decode_batch, coders, scales_k, means_k)
                 return positions.scatter(y_hat_k, means)
-            if boundaries is None:
-                boundaries = torch.from_numpy(coders[0].boundaries).to(means.device)
             levels, means_k = positions.levels(scales, means, boundaries)  # one int32 transfer per step
             q = positions.host_values(len(coders), means.device)
             self._timed(GaussianStreamDecoder.decode_levels, coders, levels, q.numpy())

@@ -215,6 +215,8 @@ class GaussianStreamDecoder:
             raise ValueError(f"out must be C-contiguous float64 {levels.shape}, not {out.dtype} {out.shape}")
         if levels.size and levels.min() < 0:
             raise ValueError("scales contains NaN or infinite values")
+        if levels.size and decoders and (top := levels.max()) >= (count := len(decoders[0]._tables.models)):
+            raise ValueError(f"table level {top} out of range: the model has {count}")
         return _decode_levels(decoders, levels, out, owned=False)
 
     def finish(self) -> None:
@@ -234,13 +236,12 @@ def _decode_levels(
     out: np.ndarray | None = None,
     owned: bool = True,
 ) -> np.ndarray:
-    """Guards then symbols of (B, n) integer table levels ``idx``. The stream's index escapes overwrite
-    some levels: in ``idx`` itself where ``owned``, else in a copy (real data almost never has them)."""
+    """Guards then symbols of (B, n) integer table levels ``idx``, each in range (``_levels`` makes them
+    so; ``decode_levels`` checks the caller's). The stream's index escapes overwrite some levels: in
+    ``idx`` itself where ``owned``, else in a copy (real data almost never has them)."""
     first = decoders[0]
     if any(d._tables is not first._tables for d in decoders):
         raise ValueError("the decoders of a batch must come from one entropy model")
-    if idx.size and idx.max() >= len(first._tables.models):
-        raise ValueError(f"table level {idx.max()} out of range: the model has {len(first._tables.models)}")
     for b, d in enumerate(decoders):
         if (guards := d._read_guards(idx.shape[1])) is not None:
             if not owned:
