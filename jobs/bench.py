@@ -68,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         "else auto)")  # fmt: skip
     parser.add_argument("--decode-bytes-per-pixel", type=float, default=None, metavar="B",
                         help="calibrate the DC-AE decode estimate with a measured dc_ae_bytes_per_px")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="codec mode: decode each point's payloads again with an fp32 eager decoder (its "
+                        "whole decode where it fits) and report the PSNR of the timed path's pixels against "
+                        "it and whether the entropy-decoded latents are identical")
     parser.add_argument("--gpus-per-actor", type=float, default=1.0,
                         help="pipeline mode: GPUs per encoder actor (0.5: two actors share a GPU, one's CPU "
                         "entropy coding overlapping the other's GPU work)")  # fmt: skip
@@ -279,13 +283,17 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
             _free(device)
             codec = _load(args, device, dtype, decode_only=True)
             loaded = _loaded(codec, device)
-        dtype_rows = []
+        dtype_rows, checks = [], []
         for (width, height, batch), (encoded_row, payloads) in zip(points, encoded, strict=True):
             for budget in budgets:
                 for kind in _plan_kinds(args):
                     codec.decode_memory_gib, codec.decode_plan_kind = budget, kind
                     row = dict(encoded_row) | loaded
-                    row.update(_bench_decode(codec, payloads, clock, args, device, width * height / 1e6))
+                    megapixels = width * height / 1e6
+                    decode_row, check = _bench_decode(codec, payloads, clock, args, device, megapixels)
+                    row.update(decode_row)
+                    if check is not None:
+                        checks.append((row, check))
                     row.update(_held(device))
                     row.update(model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
                                decode_only=args.decode_only, decode_plan_kind=kind or "default",
@@ -300,6 +308,8 @@ def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
         rows += dtype_rows
         del codec
         _free(device)
+        if checks:
+            _fidelity(args, device, checks)
     return rows
 
 
@@ -441,7 +451,11 @@ def _bench_encode(codec, images: list, quality: int, clock: _Clock, args, device
     return row, [it.payload for it in items]
 
 
-def _bench_decode(codec, payloads: list[bytes], clock: _Clock, args, device: str, megapixels: float) -> dict:  # noqa: ANN001
+def _bench_decode(  # noqa: ANN202
+    codec, payloads: list[bytes], clock: _Clock, args, device: str, megapixels: float  # noqa: ANN001
+):
+    """The decode columns of one point, and (``--fidelity``) what the reference decode is checked against:
+    the timed decodes' last pixels and the payloads' entropy-decoded latents, on the host."""
     batch = len(payloads)
     decoded, dec_peak, dec_reserved = _peak(
         device, lambda: _timed(clock, codec.decode_items, (payloads,), args.warmup, args.repeats)
@@ -451,7 +465,48 @@ def _bench_decode(codec, payloads: list[bytes], clock: _Clock, args, device: str
     row["dec_steady_peak_gib"] = _steady_peak(device, lambda: codec.decode_items(payloads))
     if batch == 1 and not args.no_stages:
         row.update(_stages(codec, payloads, clock, args.repeats))
-    return row
+    if not args.fidelity:
+        return row, None
+    pixels = [np.asarray(it.image) for it in dec_items]
+    return row, (payloads, pixels, [_y_hat(codec, p).cpu() for p in payloads])
+
+
+def _y_hat(codec, payload: bytes):  # noqa: ANN001, ANN202
+    """The payload's entropy-decoded latent ``y_hat``, as the codec's decoder computes it (float64 path)."""
+    from codec import bitstream
+    from codec.model import PAD_MULTIPLE
+
+    header, strings, _ = bitstream.unpack(payload)
+    shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
+    return codec.model.decompress_heads([strings], shape, header.quality)["y_hat"]
+
+
+def _fidelity(args: argparse.Namespace, device: str, checks: list[tuple[dict, tuple]]) -> None:
+    """``--fidelity``: decode every point's payloads with an fp32 eager decode-only codec, after the timed
+    codec is freed (so that its peaks stay its own), and add to each row the PSNR of the timed path's
+    pixels against the reference's (min and mean over the batch, dB on 0-255) and whether the latents
+    are identical. The reference decodes whole where the device has room (a budget of 80 % of its free
+    memory), else under that budget; ``fidelity_reference`` is the plan it used."""
+    import torch
+
+    from codec.api import load_codec
+    from codec.metrics import psnr
+
+    budget = None
+    if device.startswith("cuda"):
+        budget = 0.8 * torch.cuda.mem_get_info(torch.device(device))[0] / 2**30
+    reference = load_codec(args.model, device=device, dtype=torch.float32, allow_untrained=True,
+                           decode_only=True, decode_memory_gib=budget)  # fmt: skip
+    for row, (payloads, pixels, latents) in checks:
+        expected = [np.asarray(im) for im in reference.decode(payloads)]
+        values = psnr(pixels, expected).double()
+        pairs = zip(latents, payloads, strict=True)
+        exact = all(torch.equal(a, _y_hat(reference, p).cpu()) for a, p in pairs)
+        plan = reference.decode_plan(row["width"], row["height"], row["batch"])
+        row.update(fidelity_psnr_db_min=float(values.min()), fidelity_psnr_db_mean=float(values.mean()),
+                   fidelity_latents_exact=exact, fidelity_reference=plan.describe())  # fmt: skip
+    del reference
+    _free(device)
 
 
 # --- cross-device export -----------------------------------------------------------------------
@@ -460,9 +515,7 @@ def export_payloads(model: str, device: str, out: Path, paths: list[Path]) -> No
     pixels (``expected.npz``) so a CPU can check that it decodes the same latents (tools/check_decode.py)."""
     import torch
 
-    from codec import bitstream
     from codec.api import load_codec
-    from codec.model import PAD_MULTIPLE
 
     codec = load_codec(model, device=device, allow_untrained=True)
     images = _photos(paths, 256, 192, len(paths))
@@ -471,10 +524,7 @@ def export_payloads(model: str, device: str, out: Path, paths: list[Path]) -> No
         for i, payload in enumerate(codec.encode(images, quality)):
             name = f"{Path(model).stem}-q{quality}-{i}"
             (out / f"{name}.dtic").write_bytes(payload)
-            header, strings, _ = bitstream.unpack(payload)
-            shape = (header.coded_height // PAD_MULTIPLE, header.coded_width // PAD_MULTIPLE)
-            heads = codec.model.decompress_heads([strings], shape, quality)
-            arrays[f"{name}/y_hat"] = heads["y_hat"].cpu().numpy()
+            arrays[f"{name}/y_hat"] = _y_hat(codec, payload).cpu().numpy()
             arrays[f"{name}/pixels"] = np.asarray(codec.decode([payload])[0])
             payload_files.append(name)
     np.savez_compressed(out / "expected.npz", **arrays)
@@ -558,7 +608,19 @@ def markdown_table(rows: list[dict]) -> str:
                 v = r[key]
                 cells.append(f"{v:.1f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + _plan_notes(rows)
+    return "\n".join(lines) + "\n" + _plan_notes(rows) + _fidelity_notes(rows)
+
+
+def _fidelity_notes(rows: list[dict]) -> str:
+    """``--fidelity``: one line per row, its pixels' PSNR against the fp32 eager decode and its latents."""
+    notes = [
+        f"- {r['model']} {r['dtype']} {r['width']}x{r['height']} batch {r['batch']}: PSNR against the fp32 "
+        f"eager decode ({r['fidelity_reference']}) {r['fidelity_psnr_db_min']:.1f} dB min, "
+        f"{r['fidelity_psnr_db_mean']:.1f} mean; entropy-decoded latents "
+        + ("identical" if r["fidelity_latents_exact"] else "DIFFER")
+        for r in rows if "fidelity_psnr_db_min" in r
+    ]  # fmt: skip
+    return "\nFidelity:\n" + "\n".join(notes) + "\n" if notes else ""
 
 
 def _plan_notes(rows: list[dict]) -> str:

@@ -50,3 +50,22 @@ def test_codec_bench_decodes_the_same_payloads_under_several_budgets(tmp_path) -
     table = (tmp_path / "bench-codec.md").read_text()
     assert "| 128x128 (1 GiB) |" in table and "| 128x128 (default budget) |" in table
     assert main(argv[:-4] + ["--decode-memory-gib", "1,lots", "--out", str(tmp_path)]) != 0
+
+
+def test_codec_bench_fidelity_compares_the_timed_decode_with_fp32_eager(tmp_path) -> None:
+    """``--fidelity``: each row gives its pixels' PSNR against an fp32 eager decode of the same payloads
+    and whether the entropy-decoded latents are identical. fp32 is that reference itself (identical
+    pixels: +inf dB); bf16 differs from it but stays close; both decode the same latents (float64)."""
+    argv = ["bench", "--mode", "codec", "--model", "ditic-test", "--sizes", "128x96", "--dtypes", "fp32,bf16",
+            "--batch-sizes", "2", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
+            "--no-stages", "--fidelity", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    fp32, bf16 = json.loads((tmp_path / "bench-codec.json").read_text())
+    assert (fp32["dtype"], bf16["dtype"]) == ("fp32", "bf16")
+    assert fp32["fidelity_psnr_db_min"] == float("inf") and fp32["fidelity_latents_exact"] is True
+    assert 25.0 < bf16["fidelity_psnr_db_min"] < float("inf") and bf16["fidelity_latents_exact"] is True
+    assert bf16["fidelity_psnr_db_mean"] >= bf16["fidelity_psnr_db_min"]
+    assert "whole" in bf16["fidelity_reference"]  # the reference's plan: the whole decode fits
+    table = (tmp_path / "bench-codec.md").read_text()
+    assert "Fidelity:" in table
+    assert "ditic-test bf16 128x96 batch 2: PSNR against the fp32 eager decode (" in table
