@@ -8,6 +8,8 @@
 #          --fidelity (after the timing, an fp32 eager decode of the same payloads: PSNR of the compiled bf16
 #          pixels against it, and the latents compared; the first such check of ditic-official since
 #          session 18's phase convs).
+#   MODE=c (~8 min): 1024² again (the fp32 eager baseline first, then bf16 compiled with more repeats and the
+#          stage split), and 4096² within 6 GiB on the current code.
 # Carry [".carry/bundle"]. Results: $OUT/s20-$MODE.tgz (rewritten after every step).
 MODE=${MODE:-a}
 R=/tmp/s20-$MODE TGZ=s20-$MODE.tgz
@@ -25,6 +27,13 @@ elif [ "$MODE" = b ]; then  # call a's test step ran out of 200 s in test_compil
     --repeats 7 --warmup 2 --no-stages --fidelity
   bench b2048 "${L3:-220}" --model "$M" --sizes 2048x2048 --dtypes bf16 --compile --decode-only --eager-encode \
     --repeats 10 --warmup 2 --decode-plan auto --decode-memory-gib 2 --fidelity
+elif [ "$MODE" = c ]; then  # call b's 1024² (44.0 ms) ran 6 ms over session 19's, its coder 6.3 against 4.1 ms
+  bench b1024-fp32 "${L1:-90}" --model "$M" --sizes 1024x1024 --dtypes fp32 --decode-only --eager-encode \
+    --repeats 5 --warmup 1 --no-stages
+  bench b1024 "${L2:-150}" --model "$M" --sizes 1024x1024 --dtypes bf16 --compile --decode-only --eager-encode \
+    --repeats 15 --warmup 3
+  bench b4096 "${L3:-200}" --model "$M" --sizes 4096x4096 --dtypes bf16 --compile --decode-only --eager-encode \
+    --repeats 3 --warmup 1 --decode-plan auto --decode-memory-gib 2
 fi
 for f in "$R"/b*/bench-codec.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 tar czf "$OUT/$TGZ" -C "$R" .
