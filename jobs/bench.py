@@ -12,7 +12,13 @@ Modes:
   export    encode real photos on this device and write the payloads, the decoded latents and pixels,
             so another device can prove it decodes them the same (``tools/check_decode.py``).
 
-Results: a Parquet table, a Markdown table and a JSON file under ``--out``.
+Every mode's rows also give the cards' utilisation (``jobs.gpu_monitor``: NVML or nvidia-smi samples)
+over the timed loops (codec) or each card's busy span of the run (pipeline). ``--gpus 1,2,4``
+(pipeline) scales over GPU counts, one run each with the same work per GPU; ``--fidelity`` (codec)
+checks the timed decode against an fp32 eager one.
+
+Results: a Parquet table, a Markdown table, a JSON file and a plot (PNG, with matplotlib) under
+``--out``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from jobs.bench_plots import write_plot
+from jobs.gpu_monitor import GpuMonitor
 
 REPO = Path(__file__).resolve().parent.parent
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -45,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--images", default=None, help="folder of photos to use (default: examples/photos)")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage decode split")
     parser.add_argument("--out", default="out/bench", help="folder for the results")
-    parser.add_argument("--items", type=int, default=512, help="pipeline mode: images in the generated set")
+    parser.add_argument("--items", type=int, default=512,
+                        help="pipeline mode: images in the generated set (per GPU with --gpus or several "
+                        "--simulate-gpus counts)")  # fmt: skip
     parser.add_argument("--num-actors", type=int, default=None, help="pipeline mode: encoder actors")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DC-AE (codec mode)")
     parser.add_argument("--decode-only", action="store_true",
@@ -77,10 +88,25 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         "entropy coding overlapping the other's GPU work)")  # fmt: skip
     parser.add_argument("--actor-threads", type=int, default=None,
                         help="pipeline mode: torch threads per GPU actor (default: Ray's, one)")  # fmt: skip
-    parser.add_argument("--simulate-gpus", type=int, default=0, metavar="N",
+    parser.add_argument("--simulate-gpus", type=_gpu_counts, default=[], metavar="N[,N...]",
                         help="pipeline mode: a SIMULATION for machines without GPUs: a local Ray declares N "
                         "GPUs, one encoder actor per GPU runs the codec on the CPU; exercises scheduling "
-                        "and sharding, its images/s say nothing about GPU throughput")  # fmt: skip
+                        "and sharding, its images/s say nothing about GPU throughput. Several counts: "
+                        "one run per count, as --gpus")  # fmt: skip
+    parser.add_argument("--gpus", type=_gpu_counts, default=[], metavar="N[,N...]",
+                        help="pipeline mode: scale over these GPU counts, one run each on the first N "
+                        "visible cards (a fresh local Ray per run); --items is then per GPU, so every card "
+                        "gets the same work; each row gives its rates over the fewest GPUs' run")  # fmt: skip
+
+
+def _gpu_counts(text: str) -> list[int]:
+    """``--gpus`` / ``--simulate-gpus``: comma-separated whole GPU counts; "0" (or nothing): none."""
+    counts = []
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        if not part.isdigit():
+            raise argparse.ArgumentTypeError(f"GPU counts are whole numbers, not {part!r}")
+        counts.append(int(part))
+    return [] if counts == [0] else counts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.simulate_gpus and args.mode != "pipeline":
         raise ValueError(f"--simulate-gpus is for --mode pipeline, not --mode {args.mode}")
+    if args.gpus and args.mode != "pipeline":
+        raise ValueError(f"--gpus is for --mode pipeline, not --mode {args.mode}")
+    if args.gpus and args.simulate_gpus:
+        raise ValueError("--gpus scales over real GPUs and --simulate-gpus over declared ones: pick one")
+    if 0 in args.gpus + args.simulate_gpus:
+        raise ValueError("GPU counts to scale over must be at least 1")
     default = "cpu" if args.simulate_gpus else ("cuda" if torch.cuda.is_available() else "cpu")
     device = args.device or default
     out = Path(args.out)
@@ -141,10 +173,19 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
 class _Clock:
     """Wall time around a callable with the device synchronised before and after."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, monitor: GpuMonitor | None = None):
         import torch
 
         self.sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        self.monitor = monitor
+        self.gpu = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+        self.window = (0.0, 0.0)  # time.monotonic() span of the last _timed loop's timed iterations
+
+    def window_util(self) -> float:
+        """The device's mean utilisation (%) over the last timed loop; NaN without a monitor's samples."""
+        if self.monitor is None:
+            return float("nan")
+        return self.monitor.mean_between(*self.window, gpus=[self.gpu])
 
     def __call__(self, fn, *args):  # noqa: ANN001, ANN204
         self.sync()
@@ -159,9 +200,11 @@ def _timed(clock: _Clock, fn, args: tuple, warmup: int, repeats: int) -> tuple[o
     for _ in range(warmup):
         result, _ = clock(fn, *args)
     times = []
+    start = time.monotonic()
     for _ in range(repeats):
         result, ms = clock(fn, *args)
         times.append(ms)
+    clock.window = (start, time.monotonic())
     return result, times
 
 
@@ -262,10 +305,17 @@ def _dc_ae_memory(codec, latent_hat, header) -> dict:  # noqa: ANN001
 
 
 def bench_codec(args: argparse.Namespace, device: str) -> list[dict]:
+    paths = _photo_paths(args.images)
+    monitor = GpuMonitor(enabled=device.startswith("cuda")).start()
+    try:
+        return _bench_codec(args, device, paths, _Clock(device, monitor))
+    finally:
+        monitor.stop()
+
+
+def _bench_codec(args: argparse.Namespace, device: str, paths: list[Path], clock: _Clock) -> list[dict]:
     import torch
 
-    paths = _photo_paths(args.images)
-    clock = _Clock(device)
     rows = []
     budgets = _budgets(args)
     for dtype_name in args.dtypes.split(","):
@@ -447,6 +497,7 @@ def _bench_encode(codec, images: list, quality: int, clock: _Clock, args, device
     items, enc_times = encoded
     megapixels = images[0].width * images[0].height / 1e6
     row = _columns("enc", enc_times, items, megapixels, enc_peak, enc_reserved)
+    row["enc_gpu_util_pct"] = clock.window_util()
     row["bpp"] = statistics.mean(it.bpp for it in items)
     return row, [it.payload for it in items]
 
@@ -462,6 +513,7 @@ def _bench_decode(  # noqa: ANN202
     )
     dec_items, dec_times = decoded
     row = _columns("dec", dec_times, dec_items, megapixels, dec_peak, dec_reserved)
+    row["dec_gpu_util_pct"] = clock.window_util()
     row["dec_steady_peak_gib"] = _steady_peak(device, lambda: codec.decode_items(payloads))
     if batch == 1 and not args.no_stages:
         row.update(_stages(codec, payloads, clock, args.repeats))
@@ -560,6 +612,8 @@ def _write(rows: list[dict], out: Path, args: argparse.Namespace) -> None:
         f"{meta['device']}, {meta['date']}\n\n`{meta['command']}`\n\n{table}"
     )
     print(table)
+    plot = write_plot(rows, out / f"bench-{args.mode}.png", f"{meta['device']}, {meta['date'][:10]}")
+    print(f"plot: {plot}" if plot else "no plots (matplotlib is not installed: pip install -e '.[eval]')")
 
 
 def _default_device() -> str:
@@ -570,14 +624,16 @@ def _default_device() -> str:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     skip = {"command", "_module"}
-    return [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in skip and v is not None]
+    shown = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in vars(args).items()}
+    return [f"--{k.replace('_', '-')}={v}" for k, v in shown.items() if k not in skip and v not in (None, "")]
 
 
 COLUMNS = [("model", "model"), ("dtype", "dtype"), ("size", None), ("batch", "batch"),
            ("enc ms p50", "enc_ms_p50"), ("dec ms p50", "dec_ms_p50"), ("dec ms p99", "dec_ms_p99"),
            ("enc img/s", "enc_images_s"), ("dec img/s", "dec_images_s"),
            ("entropy / heads+DiT / DC-AE / to host ms", None), ("peak GiB enc/dec", None),
-           ("steady dec GiB", None), ("reserved GiB enc/dec", None)]  # fmt: skip
+           ("steady dec GiB", None), ("reserved GiB enc/dec", None), ("dec MP/s", "dec_mpx_s"),
+           ("coder ms enc/dec", None), ("GPU util % enc/dec", None)]  # fmt: skip
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -600,6 +656,10 @@ def markdown_table(rows: list[dict]) -> str:
                 cells.append(" / ".join(f"{p:.1f}" for p in parts) if None not in parts else "")
             elif title.startswith("steady"):
                 cells.append(f"{r.get('dec_steady_peak_gib', float('nan')):.2f}")
+            elif title.startswith(("coder", "GPU util")):
+                key = "entropy_ms" if title.startswith("coder") else "gpu_util_pct"
+                enc, dec = r.get(f"enc_{key}", float("nan")), r.get(f"dec_{key}", float("nan"))
+                cells.append(f"{enc:.1f} / {dec:.1f}" if enc == enc or dec == dec else "")
             elif title.startswith(("peak", "reserved")):
                 kind = title.split()[0]
                 enc, dec = r.get(f"enc_{kind}_gib", float("nan")), r.get(f"dec_{kind}_gib", float("nan"))

@@ -10,10 +10,14 @@
 #          session 18's phase convs).
 #   MODE=c (~8 min): 1024² again (the fp32 eager baseline first, then bf16 compiled with more repeats and the
 #          stage split), and 4096² within 6 GiB on the current code.
+#   MODE=d (~5 min): `ditic bench`'s GPU utilisation columns and plots on a card, codec mode (768x512 batch
+#          8, eager) and pipeline mode (ditic-small, --gpus 1: a fresh local Ray on the first card).
+#          Carry [".carry/bundle-full"] (make-bundle.sh with ray.tar.xz; av.tar.xz may stay behind).
 # Carry [".carry/bundle"]. Results: $OUT/s20-$MODE.tgz (rewritten after every step).
 MODE=${MODE:-a}
 R=/tmp/s20-$MODE TGZ=s20-$MODE.tgz
-mkdir -p .bundle && cp -r .carry/bundle/. .bundle/ 2>/dev/null
+B=.carry/bundle; [ -f .carry/bundle-full/install.sh ] && B=.carry/bundle-full  # MODE=d: with ray.tar.xz
+mkdir -p .bundle && cp -r $B/. .bundle/ 2>/dev/null
 source "$(dirname "$0")/gpu_lib.sh"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tee "$R/versions.log"
 M=${MODEL:-ditic-official}
@@ -34,6 +38,12 @@ elif [ "$MODE" = c ]; then  # call b's 1024² (44.0 ms) ran 6 ms over session 19
     --repeats 15 --warmup 3
   bench b4096 "${L3:-200}" --model "$M" --sizes 4096x4096 --dtypes bf16 --compile --decode-only --eager-encode \
     --repeats 3 --warmup 1 --decode-plan auto --decode-memory-gib 2
+elif [ "$MODE" = d ]; then  # the bench's new columns on a card: GPU utilisation (nvidia-smi), plots, --gpus
+  bench util "${L1:-120}" --model "$M" --sizes 768x512 --dtypes bf16 --batch-sizes 8 --repeats 10 --warmup 2 \
+    --no-stages
+  step pipe "${L2:-200}" python3 -m jobs.cli bench --mode pipeline --out "$R/pipe" --model ditic-small \
+    --dtypes bf16 --sizes 768x512 --batch-sizes 16 --gpus-per-actor 0.5 --gpus 1 --items 1500 --repeats 10 --warmup 2
+  cat "$R/pipe/bench-pipeline.md" 2>/dev/null
 fi
 for f in "$R"/b*/bench-codec.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 tar czf "$OUT/$TGZ" -C "$R" .

@@ -2,6 +2,11 @@
 decode split, and ``--decode-only`` (a second, decode-only codec decodes what the first encoded)."""
 
 import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -30,6 +35,8 @@ def test_codec_bench_writes_rows_with_the_decode_split(tmp_path, decode_only: bo
         else:
             assert split == [None, None, None, None]
     assert pq.read_table(tmp_path / "bench-codec.parquet").num_rows == 4
+    assert all(math.isnan(r["enc_gpu_util_pct"]) and math.isnan(r["dec_gpu_util_pct"]) for r in rows)
+    assert (tmp_path / "bench-codec.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "bench-codec.md").read_text()
     assert "entropy / heads+DiT / DC-AE / to host ms" in table
     assert "| ditic-test | fp32 | 192x128 | 2 |" in table
@@ -69,3 +76,43 @@ def test_codec_bench_fidelity_compares_the_timed_decode_with_fp32_eager(tmp_path
     table = (tmp_path / "bench-codec.md").read_text()
     assert "Fidelity:" in table
     assert "ditic-test bf16 128x96 batch 2: PSNR against the fp32 eager decode (" in table
+
+
+def test_pipeline_bench_scales_over_simulated_gpu_counts(tmp_path) -> None:
+    """``--mode pipeline --simulate-gpus 1,2``: one run per count, each on a fresh local Ray declaring
+    that many GPUs, with ``--items`` images per GPU; the rows give their rates over the 1-GPU run and
+    the table and plot say so. In a child process: the scaling runs shut down and start local Rays,
+    which must not touch the Ray other tests in this process share."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(repo)}
+    argv = [sys.executable, "-m", "jobs.cli", "bench", "--mode", "pipeline", "--model", "ditic-test",
+            "--sizes", "96x64", "--batch-sizes", "2", "--items", "6", "--repeats", "1", "--warmup", "0",
+            "--simulate-gpus", "1,2", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(argv, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = json.loads((tmp_path / "bench-pipeline.json").read_text())
+    assert (one["gpus"], two["gpus"]) == (1, 2) and (one["simulated_gpus"], two["simulated_gpus"]) == (1, 2)
+    assert (one["items"], two["items"]) == (6, 12) and one["ok"] == 6 and two["ok"] == 12
+    assert (one["actors"], two["actors"]) == (1, 2)
+    assert one["scaling_base_gpus"] == two["scaling_base_gpus"] == 1 and one["scaling_steady"] == 1.0
+    assert two["scaling_steady"] == two["steady_images_per_s"] / one["steady_images_per_s"] > 0
+    table = (tmp_path / "bench-pipeline.md").read_text()
+    assert "| steady × over fewest GPUs |" in table and "(over 1) |" in table
+    assert (tmp_path / "bench-pipeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--mode", "codec", "--gpus", "1,2"], "--gpus is for --mode pipeline"),
+     (["--mode", "pipeline", "--gpus", "1", "--simulate-gpus", "2"], "pick one"),
+     (["--mode", "pipeline", "--gpus", "0,1"], "at least 1"),
+     (["--mode", "pipeline", "--gpus", "1,two"], "whole numbers")],
+)  # fmt: skip
+def test_bench_refuses_gpu_counts_it_cannot_run(tmp_path, capsys, extra: list[str], message: str) -> None:
+    code = None
+    try:
+        code = main(["bench", "--model", "ditic-test", "--device", "cpu", "--out", str(tmp_path), *extra])
+    except SystemExit as exit_:  # argparse's own refusal of a malformed value
+        code = exit_.code
+    assert code not in (0, None) and message in capsys.readouterr().err
+    assert not (tmp_path / "bench-pipeline.json").exists()
