@@ -514,6 +514,7 @@ def _bench_decode(  # noqa: ANN202
     dec_items, dec_times = decoded
     row = _columns("dec", dec_times, dec_items, megapixels, dec_peak, dec_reserved)
     row["dec_gpu_util_pct"] = clock.window_util()
+    row["gpu_util_source"] = clock.monitor.backend if clock.monitor is not None else None
     row["dec_steady_peak_gib"] = _steady_peak(device, lambda: codec.decode_items(payloads))
     if batch == 1 and not args.no_stages:
         row.update(_stages(codec, payloads, clock, args.repeats))

@@ -130,7 +130,7 @@ def _run_point(  # noqa: PLR0913
     row = dict(result, model=args.model, dtype=dtype_name, width=width, height=height, batch=batch,
                gpus=cards, gpus_per_actor=share,
                gpu_util_pct=statistics.fmean(utils) if utils else float("nan"),
-               gpu_util_pct_per_gpu=",".join(f"{u:.0f}" for u in utils),
+               gpu_util_pct_per_gpu=",".join(f"{u:.0f}" for u in utils), gpu_util_source=monitor.backend,
                codec_only_images_s=codec_only,
                codec_only_before_images_s=1e3 * batch / _pct(before, 50),
                codec_only_after_images_s=1e3 * batch / _pct(after, 50),

@@ -12,11 +12,12 @@
 #          stage split), and 4096² within 6 GiB on the current code.
 #   MODE=d (~5 min): `ditic bench`'s GPU utilisation columns and plots on a card, codec mode (768x512 batch
 #          8, eager) and pipeline mode (ditic-small, --gpus 1: a fresh local Ray on the first card).
-#          Carry [".carry/bundle-full"] (make-bundle.sh with ray.tar.xz; av.tar.xz may stay behind).
+#          Carry [".carry/bundle-ray"]: .carry/bundle plus make-bundle.sh's ray.tar.xz
+#          without ray/dashboard/client (the web UI; 64 MiB cap) and the jsonschema wheels.
 # Carry [".carry/bundle"]. Results: $OUT/s20-$MODE.tgz (rewritten after every step).
 MODE=${MODE:-a}
 R=/tmp/s20-$MODE TGZ=s20-$MODE.tgz
-B=.carry/bundle; [ -f .carry/bundle-full/install.sh ] && B=.carry/bundle-full  # MODE=d: with ray.tar.xz
+B=.carry/bundle; [ -f .carry/bundle-ray/ray.tar.xz ] && B=.carry/bundle-ray  # MODE=d: with ray.tar.xz
 mkdir -p .bundle && cp -r $B/. .bundle/ 2>/dev/null
 source "$(dirname "$0")/gpu_lib.sh"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tee "$R/versions.log"

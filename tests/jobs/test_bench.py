@@ -36,6 +36,7 @@ def test_codec_bench_writes_rows_with_the_decode_split(tmp_path, decode_only: bo
             assert split == [None, None, None, None]
     assert pq.read_table(tmp_path / "bench-codec.parquet").num_rows == 4
     assert all(math.isnan(r["enc_gpu_util_pct"]) and math.isnan(r["dec_gpu_util_pct"]) for r in rows)
+    assert all(r["gpu_util_source"] is None for r in rows)  # nothing sampled on the CPU
     assert (tmp_path / "bench-codec.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "bench-codec.md").read_text()
     assert "entropy / heads+DiT / DC-AE / to host ms" in table
