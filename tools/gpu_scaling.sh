@@ -10,7 +10,10 @@
 #     small         the same, one actor per GPU
 #     official      ditic-official (random weights) 768x512 bf16 batch 8, one actor per GPU
 # nvidia-smi samples each card's utilisation twice a second during each run ($name.util.csv).
-# Carry .bundle/{install.sh,wheels,ray.tar.xz}. Results: $OUT/scaling.tgz (each run's folder and log),
+# Since session 20 `ditic bench --mode pipeline --gpus 1,2,...` runs the same scaling in one process, with
+# each card's utilisation in its rows; this script keeps one process per count and raw nvidia-smi CSVs.
+# Carry .bundle/{install.sh,wheels,ray.tar.xz} (with today's tree, Ray's tarball fits the 64 MiB cap only
+# without ray/dashboard/client: see tools/gpu_session20.sh MODE=d). Results: $OUT/scaling.tgz (each run's folder and log),
 # rewritten after every run so that a time-out still brings back what finished.
 set -uo pipefail
 export PYTHONPATH=$(bash .bundle/install.sh):$PWD PYTHONUNBUFFERED=1
